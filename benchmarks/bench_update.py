@@ -1,0 +1,104 @@
+"""Training-step throughput: FLRP (and the baselines) vs one plain 3x256 MLP update, same run.
+
+Prints, on one intra-op thread by default: steps/s, FLOPs per step (torch FlopCounterMode) and
+achieved GFLOP/s, and the same for a plain MLP (3 hidden layers of 256, batch 512, Adam) as the
+machine's practical ceiling for this kind of work. Not a test: nothing is asserted.
+
+    python benchmarks/bench_update.py [--algos flrp bc-all] [--seconds 10] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from flrp.algos.base import get_algorithm
+from flrp.data.dataset import OfflineDataset
+
+
+def synthetic(obs_dim: int, act_dim: int, n: int = 20_000) -> OfflineDataset:
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[199::200] = True
+    return OfflineDataset(obs, obs + 0.01, rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+                          rng.normal(size=n).astype(np.float32), (rng.uniform(size=n) < 0.1).astype(np.float32),
+                          np.zeros(n, bool), timeouts)
+
+
+def time_steps(step_fn, seconds: float) -> float:
+    for _ in range(5):
+        step_fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step_fn()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def count_flops(step_fn) -> int:
+    with FlopCounterMode(display=False) as fc:
+        step_fn()
+    return fc.get_total_flops()
+
+
+def plain_mlp_step(obs_dim: int, act_dim: int, batch: int, device: torch.device):
+    net = torch.nn.Sequential(
+        torch.nn.Linear(obs_dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, act_dim)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+    x = torch.randn(batch, obs_dim, device=device)
+    y = torch.randn(batch, act_dim, device=device)
+
+    def step() -> None:
+        loss = (net(x) - y).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def algo_step(name: str, ds: OfflineDataset, device: torch.device):
+    cls = get_algorithm(name)
+    algo = cls(cls.Config(), device=device)
+    algo.fit(ds, steps=1, progress=False)
+    data = algo._to_device(algo.prepare_data(ds))
+
+    def step() -> None:
+        algo.update(algo.sample_batch(data, algo.config.batch_size))
+        algo.after_update()
+
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", default=["flrp", "bc-all"])
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--obs-dim", type=int, default=72, help="default: CarCircle's observation width")
+    p.add_argument("--act-dim", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    ds = synthetic(args.obs_dim, args.act_dim)
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, obs {args.obs_dim}, act {args.act_dim}, batch 512, hidden 256")
+    ref = plain_mlp_step(args.obs_dim, args.act_dim, 512, device)
+    ref_flops, ref_rate = count_flops(ref), time_steps(ref, args.seconds)
+    ref_gflops = ref_flops * ref_rate / 1e9
+    print(f"{'plain 3x256 MLP':<18} {ref_rate:8.1f} steps/s  {ref_flops / 1e9:7.3f} GFLOP/step  {ref_gflops:6.1f} GFLOP/s  (reference)")
+    for name in args.algos:
+        step = algo_step(name, ds, device)
+        flops, rate = count_flops(step), time_steps(step, args.seconds)
+        g = flops * rate / 1e9
+        print(f"{name:<18} {rate:8.1f} steps/s  {flops / 1e9:7.3f} GFLOP/step  {g:6.1f} GFLOP/s  = {g / ref_gflops:.2f} x the plain MLP's rate; 1e6 steps ~ {1e6 / rate / 3600:.1f} h")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from flrp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,402 @@
+"""The algorithm interface every method shares (d3rlpy's spirit, one file per method).
+
+``XConfig`` (a dataclass of defaults, each naming its source) builds ``X``; ``X.fit(dataset)``
+trains, ``X.predict(obs)`` acts on a batch, ``X.save(path)`` / ``Algorithm.load(path)`` round-trip
+one self-contained file (config, data spec incl. observation normalisation, weights), and a
+checkpoint (optimisers, RNG states, step) resumes a run bit-exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import hashlib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+import flrp
+from flrp.data.dataset import OfflineDataset
+from flrp.data.spec import DataSpec
+from flrp.errors import FlrpError
+from flrp.io import atomic_path, write_json
+from flrp.logging import MetricsLogger
+
+__all__ = ["AlgoConfig", "Algorithm", "register", "get_algorithm", "ALGORITHMS", "resolve_device", "call_frozen"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.pt"
+
+
+@dataclass
+class AlgoConfig:
+    """Settings common to every algorithm (Table 4, "Common Settings")."""
+
+    # Gradient steps (Table 4: 1e6 for every method).
+    steps: int = 1_000_000
+    # Minibatch size (Table 4: 512).
+    batch_size: int = 512
+    # Discount factor (Table 4: 0.99).
+    gamma: float = 0.99
+    # Width of every hidden layer (Table 4: 256); two hidden layers everywhere.
+    hidden: int = 256
+    # Seed for network init, minibatch sampling and latent noise.
+    seed: int = 0
+    # Standardise observations with dataset statistics (saved with the model).
+    normalize_obs: bool = True
+    # Episode cost limit kappa used for normalised cost (Eq. 40) and by methods that take one.
+    cost_limit: float = 10.0
+
+    @property
+    def hidden_sizes(self) -> tuple[int, int]:
+        return (self.hidden, self.hidden)
+
+    def replace(self, **changes: Any) -> "AlgoConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AlgoConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise FlrpError(f"{cls.__name__}: unknown config key(s) {', '.join(unknown)}")
+        return cls(**d)
+
+
+ALGORITHMS: dict[str, type["Algorithm"]] = {}
+
+
+def register(cls: type["Algorithm"]) -> type["Algorithm"]:
+    ALGORITHMS[cls.name] = cls
+    return cls
+
+
+def get_algorithm(name: str) -> type["Algorithm"]:
+    import flrp.algos  # noqa: F401  (registers every algorithm)
+
+    key = name.lower().replace("_", "-")
+    if key not in ALGORITHMS:
+        raise FlrpError(f"unknown algorithm '{name}' (choose from {', '.join(sorted(ALGORITHMS))})")
+    return ALGORITHMS[key]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def call_frozen(module: nn.Module, *args: Any, method: str = "forward") -> Any:
+    """Call ``module`` with its parameters detached: gradients reach the inputs, never the weights.
+
+    Used where one loss must pass *through* a network it must not train (the refiner through the
+    frozen prior flow, decoder and critics, Sec. 3.2 "Freezing the decoder").
+    """
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    buffers = dict(module.named_buffers())
+    fn = getattr(module, method) if method != "forward" else module
+    if method == "forward":
+        return torch.func.functional_call(module, {**params, **buffers}, args)
+    # functional_call only dispatches forward; route other methods through a tiny shim.
+    return torch.func.functional_call(_MethodShim(module, method), {f"m.{k}": v for k, v in {**params, **buffers}.items()}, args)
+
+
+class _MethodShim(nn.Module):
+    def __init__(self, module: nn.Module, method: str) -> None:
+        super().__init__()
+        self.m = module
+        self.method = method
+
+    def forward(self, *args: Any) -> Any:
+        return getattr(self.m, self.method)(*args)
+
+
+class Algorithm(abc.ABC):
+    """Base class: owns modules, optimisers, RNGs, the training loop and (de)serialisation."""
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[AlgoConfig]] = AlgoConfig
+
+    def __init__(self, config: AlgoConfig | None = None, device: str | torch.device = "auto") -> None:
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise FlrpError(f"{self.name}: expected a {self.Config.__name__}, got {type(self.config).__name__}")
+        self.device = resolve_device(device)
+        self.spec: DataSpec | None = None
+        self.step = 0
+        self.modules: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._sampler_gen = torch.Generator()
+        self._noise_gen = torch.Generator(device=self.device)
+        self._data_fingerprint: str | None = None
+
+    # ------------------------------------------------------------------ building
+    def build(self, spec: DataSpec) -> None:
+        """Create networks and optimisers for ``spec`` (seeded, without touching global RNG state)."""
+        self.spec = spec
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self._build(spec)
+        for m in self.modules.values():
+            m.to(self.device)
+        self._build_optimizers()
+        self._sampler_gen.manual_seed(self.config.seed + 1)
+        self._noise_gen.manual_seed(self.config.seed + 2)
+
+    @abc.abstractmethod
+    def _build(self, spec: DataSpec) -> None:
+        """Fill ``self.modules`` (target networks included)."""
+
+    @abc.abstractmethod
+    def _build_optimizers(self) -> None:
+        """Fill ``self.optimizers``."""
+
+    @property
+    def built(self) -> bool:
+        return self.spec is not None
+
+    def _require_built(self) -> DataSpec:
+        if self.spec is None:
+            raise FlrpError(f"{self.name}: the model is not built yet (call fit() or load())")
+        return self.spec
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
+        """The algorithm's view of the data as flat arrays; observations normalised, actions in [-1, 1].
+
+        Keys: obs, act, rew, cost, next_obs, terminal (only terminals stop bootstrapping).
+        Subclasses extend or filter it (e.g. HJ labels, safe-episode selection).
+        """
+        spec = self._require_built()
+        return {
+            "obs": spec.normalize_obs(ds.observations),
+            "next_obs": spec.normalize_obs(ds.next_observations),
+            "act": np.clip(ds.actions / spec.action_bound, -1.0, 1.0).astype(np.float32),
+            "rew": ds.rewards.astype(np.float32),
+            "cost": ds.costs.astype(np.float32),
+            "terminal": ds.terminals.astype(np.float32),
+        }
+
+    def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
+
+    def sample_batch(self, data: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        """Uniform sampling with replacement (OSRL/FISOR practice), from a CPU generator so that
+        the stream is identical on every device and restorable from a checkpoint."""
+        size = next(iter(data.values())).shape[0]
+        idx = torch.randint(size, (self.config.batch_size,), generator=self._sampler_gen)
+        idx = idx.to(self.device, non_blocking=True)
+        return {k: v.index_select(0, idx) for k, v in data.items()}
+
+    # ------------------------------------------------------------------ learning
+    @abc.abstractmethod
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One gradient step on ``batch``; returns metrics as 0-d tensors (no host sync)."""
+
+    def after_update(self) -> None:
+        """Hook run after each step (target updates, schedules)."""
+
+    # ------------------------------------------------------------------ acting
+    @abc.abstractmethod
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Normalised observations (B, obs_dim) -> actions in [-1, 1] (B, act_dim)."""
+
+    def reset(self) -> None:
+        """Called at the start of every evaluation episode (stateful policies override)."""
+
+    @torch.no_grad()
+    def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Raw observations (B, obs_dim) or (obs_dim,) -> raw actions, same leading shape."""
+        spec = self._require_built()
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.ndim == 1
+        if single:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != spec.obs_dim:
+            raise FlrpError(f"{self.name}.predict: expected observations of width {spec.obs_dim}, got shape {np.shape(obs)}")
+        s = torch.as_tensor(spec.normalize_obs(x), device=self.device)
+        with self.eval_mode():
+            a = self.act(s, deterministic=deterministic)
+        out = (a.float().cpu().numpy() * spec.action_bound).astype(np.float32)
+        return out[0] if single else out
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        was = {k: m.training for k, m in self.modules.items()}
+        for m in self.modules.values():
+            m.eval()
+        try:
+            yield
+        finally:
+            for k, m in self.modules.items():
+                m.train(was[k])
+
+    # ------------------------------------------------------------------ training loop
+    def fit(
+        self,
+        dataset: OfflineDataset,
+        steps: int | None = None,
+        run_dir: str | Path | None = None,
+        log_every: int = 500,
+        checkpoint_every: int = 5000,
+        resume: bool = True,
+        progress: bool = True,
+        tensorboard: bool = False,
+        callback: Callable[["Algorithm", int, dict[str, float]], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train for ``steps`` total gradient steps (Algorithm 1's loop).
+
+        With ``run_dir``, metrics go to ``metrics.jsonl``/``metrics.csv``, a checkpoint is written
+        atomically every ``checkpoint_every`` steps, and an existing checkpoint there is resumed
+        (``resume=True``) so a killed run continues exactly where its last checkpoint left off.
+        """
+        total = int(steps if steps is not None else self.config.steps)
+        if total <= 0:
+            raise FlrpError(f"--steps must be positive, got {total}")
+        run = Path(run_dir) if run_dir is not None else None
+        fingerprint = _fingerprint(dataset)
+        if not self.built:
+            self.build(DataSpec.from_dataset(dataset, self.config.normalize_obs))
+        logger = MetricsLogger(run, tensorboard=tensorboard)
+        if run is not None and resume and (run / CHECKPOINT_NAME).exists():
+            self.load_checkpoint(run / CHECKPOINT_NAME)
+            if self._data_fingerprint not in (None, fingerprint):
+                raise FlrpError(f"{run / CHECKPOINT_NAME}: checkpoint was trained on different data than {dataset.source}")
+            logger.truncate_after(self.step)
+        self._data_fingerprint = fingerprint
+        data = self._to_device(self.prepare_data(dataset))
+        history: list[dict[str, float]] = []
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=self.step, disable=not progress, desc=f"{self.name}", dynamic_ncols=True)
+        for m in self.modules.values():
+            m.train()
+        try:
+            while self.step < total:
+                batch = self.sample_batch(data, self.config.batch_size)
+                metrics = self.update(batch)
+                self.after_update()
+                self.step += 1
+                bar.update(1)
+                if self.step % log_every == 0 or self.step == total:
+                    row = {k: float(v) for k, v in metrics.items()}
+                    history.append({"step": self.step, **row})
+                    logger.log(self.step, row)
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(row.items())[:4]})
+                    if callback is not None:
+                        callback(self, self.step, row)
+                if run is not None and (self.step % checkpoint_every == 0 or self.step == total):
+                    self.save_checkpoint(run / CHECKPOINT_NAME)
+                    logger.write_csv()
+        finally:
+            bar.close()
+            logger.close()
+        if run is not None:
+            self.save(run / MODEL_NAME)
+            write_json(run / "config.json", {"algo": self.name, "config": asdict(self.config), "spec": self.spec.to_dict() if self.spec else None})
+        return history
+
+    # ------------------------------------------------------------------ state
+    def _extra_state(self) -> dict[str, Any]:
+        """Algorithm-specific non-module state (e.g. Lagrange multipliers)."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _payload(self, with_training_state: bool) -> dict[str, Any]:
+        spec = self._require_built()
+        payload: dict[str, Any] = {
+            "format": "flrp",
+            "flrp_version": flrp.__version__,
+            "algo": self.name,
+            "config": asdict(self.config),
+            "spec": spec.to_dict(),
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "step": self.step,
+            "extra": self._extra_state(),
+        }
+        if with_training_state:
+            payload["optimizers"] = {k: o.state_dict() for k, o in self.optimizers.items()}
+            payload["rng"] = {"sampler": self._sampler_gen.get_state(), "noise": self._noise_gen.get_state()}
+            payload["data_fingerprint"] = self._data_fingerprint
+        return payload
+
+    def save(self, path: str | Path) -> Path:
+        """One self-contained file: config, data spec (normalisation), weights. No optimiser state."""
+        with atomic_path(path) as tmp:
+            torch.save(self._payload(with_training_state=False), tmp)
+        return Path(path)
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Everything needed to resume exactly: weights, optimisers, RNG states, step."""
+        with atomic_path(path) as tmp:
+            torch.save(self._payload(with_training_state=True), tmp)
+        return Path(path)
+
+    def _restore(self, payload: dict[str, Any], source: str) -> None:
+        for k, m in self.modules.items():
+            if k not in payload["modules"]:
+                raise FlrpError(f"{source}: missing weights for module '{k}'")
+            m.load_state_dict(payload["modules"][k])
+        self.step = int(payload.get("step", 0))
+        self._load_extra_state(payload.get("extra", {}))
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        payload = _read_payload(path)
+        if payload["algo"] != self.name:
+            raise FlrpError(f"{path}: checkpoint is for algorithm '{payload['algo']}', not '{self.name}'")
+        if self.spec is None:
+            self.config = self.Config.from_dict(payload["config"])
+            self.build(DataSpec(**payload["spec"]))
+        else:
+            mine, theirs = asdict(self.config), payload["config"]
+            diff = sorted(k for k in set(mine) | set(theirs) if k != "steps" and mine.get(k) != theirs.get(k))
+            if diff:
+                raise FlrpError(f"{path}: checkpoint was made with different settings ({', '.join(diff)}); use another --out or --no-resume")
+        self._restore(payload, str(path))
+        if "optimizers" in payload:
+            for k, o in self.optimizers.items():
+                o.load_state_dict(payload["optimizers"][k])
+            self._sampler_gen.set_state(payload["rng"]["sampler"])
+            self._noise_gen.set_state(payload["rng"]["noise"].to(self._noise_gen.get_state().device))
+            self._data_fingerprint = payload.get("data_fingerprint")
+
+    @staticmethod
+    def load(path: str | Path, device: str | torch.device = "auto") -> "Algorithm":
+        """Load a model (``save``) or checkpoint file; the algorithm is read from the file."""
+        payload = _read_payload(path)
+        cls = get_algorithm(payload["algo"])
+        algo = cls(cls.Config.from_dict(payload["config"]), device=device)
+        algo.build(DataSpec(**payload["spec"]))
+        algo._restore(payload, str(path))
+        return algo
+
+    def parameters_vector(self) -> torch.Tensor:
+        """All trainable weights flattened (for tests that compare runs)."""
+        return torch.cat([p.detach().flatten().cpu() for m in self.modules.values() for p in m.parameters()])
+
+
+def _read_payload(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise FlrpError(f"{p}: no such model file")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
+        raise FlrpError(f"{p}: not a readable flrp model/checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "flrp":
+        raise FlrpError(f"{p}: not an flrp model/checkpoint file")
+    return payload
+
+
+def _fingerprint(ds: OfflineDataset) -> str:
+    h = hashlib.sha1()
+    for arr in (ds.observations, ds.actions, ds.rewards, ds.costs):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]

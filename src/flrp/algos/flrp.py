@@ -1,0 +1,361 @@
+"""FLRP: Flow-guided Latent Refiner Policies for safe offline RL.
+
+Paper: "Flow-guided Latent Refiner Policies for Safe Offline Reinforcement Learning"
+(shared/paper/000_c64e61f9afc077d9.txt). This file reads top to bottom like the paper:
+
+* Sec. 3.1 — feasibility critics Q_h, V_h: reversed expectile (Eq. 8) and the discounted HJ
+  backup (Eq. 7, 9), twin Q_h with max, target networks.
+* Sec. 3.4 — reward critics Q_r, V_r: IQL (Eq. 21, 22).
+* Sec. 3.2 — conditional RealNVP prior p_phi(z|s) (Eq. 10), posterior flow q_psi(z|s,a), decoder
+  pi_theta(a|s,z); safety-weighted ELBO (Eq. 11), prior shaping (Eq. 12), entropy floor (Eq. 13).
+* Sec. 3.3 — three residual experts in the base space u (Eq. 14–17), safety first, shared last.
+* Algorithm 1 — every component updated each step from one minibatch.
+
+Choices where the paper is silent or has typos are marked "Reading:" next to the code.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
+from flrp.data.dataset import OfflineDataset
+from flrp.data.spec import DataSpec
+from flrp.nn.critics import QEnsemble, VNet
+from flrp.nn.flows import ConditionalGaussianFlow, ConditionalRealNVP, standard_normal_log_prob
+from flrp.nn.functional import (
+    awr_weight,
+    expectile_loss,
+    hj_target,
+    iql_q_target,
+    reversed_expectile_loss,
+    soft_update,
+)
+from flrp.nn.mlp import MLP
+from flrp.nn.policies import GaussianDecoder
+
+__all__ = ["FLRPConfig", "FLRP", "refine_schedule"]
+
+
+@dataclass
+class FLRPConfig(AlgoConfig):
+    """FLRP hyperparameters. Common settings (steps 1e6, batch 512, gamma 0.99, hidden 256) are
+    inherited from :class:`AlgoConfig` (Table 4)."""
+
+    # Learning rate of every network (Table 4, FLRP column: 0.3e-3).
+    lr: float = 3e-4
+    # Soft target-update rate for every target network (Table 4, FLRP: 0.001).
+    tau: float = 0.001
+    # Expectile of the reward value V_r, Eq. 21 (Table 5 "Expectile tau": 0.9).
+    expectile_reward: float = 0.9
+    # Reversed expectile of the feasibility value V_h, Eq. 8 (Table 5 "Asymmetric L2 loss coeff": 0.9).
+    expectile_feasibility: float = 0.9
+    # Inverse temperature of reward advantage weights exp(3 (Q_r - V_r)), Eq. 12/15
+    # (Table 5 "Target temperature": 3 = FISOR's reward_temp, used as FISOR uses it: a multiplier).
+    reward_temperature: float = 3.0
+    # Inverse temperature of feasibility advantage weights exp(5 (Q_h - V_h)), Eq. 14
+    # (Table 5 "Value temperature": 5 = FISOR's cost_temp).
+    feasibility_temperature: float = 5.0
+    # Clip of the reward advantage weights (Table 5: (-inf, 100]).
+    reward_weight_clip: float = 100.0
+    # Clip of the feasibility advantage weights (Table 5: (-inf, 150]).
+    feasibility_weight_clip: float = 150.0
+    # Sigmoid temperatures T_q, T_v of the ELBO weight w = sig(-Q_h/T_q) sig(-V_h/T_v), Eq. 11.
+    # Paper silent; 1.0 makes w ~ 0.73 on clearly feasible pairs (h = -1) and ~0 on infeasible ones.
+    weight_temperature_q: float = 1.0
+    weight_temperature_v: float = 1.0
+    # Refinement steps T at inference and training (Table 5: 3; Fig. 3 varies it).
+    refine_steps: int = 3
+    # Refiner loss weights lambda_r, lambda_h, lambda_sh, Eq. 17 (Table 5: 1, 1, 0.5).
+    lambda_reward: float = 1.0
+    lambda_safety: float = 1.0
+    lambda_shared: float = 0.5
+    # Latent size d_z. Paper silent; None -> max(2, 2 * act_dim) (BCQ's CVAE convention, and a
+    # RealNVP coupling needs at least 2 dims).
+    latent_dim: int | None = None
+    # Prior: "flow" = conditional RealNVP (the method); "gaussian" = N(0, I) (Table 3 ablation).
+    prior: Literal["flow", "gaussian"] = "flow"
+    # Coupling layers in the prior flow and in the posterior flow (paper silent).
+    prior_layers: int = 4
+    posterior_layers: int = 2
+    # KL weight beta in Eq. 11 (paper silent; 0.5 = the CVAE KL weight of BCQ-L and LSPC).
+    beta: float = 0.5
+    # Entropy floor, Eq. 13: lambda_H (H_0 - H[q])_+. H_0 = entropy_floor_per_dim * d_z
+    # (paper silent; -1 nat/dim ~ a posterior std of 0.085, below which we call it collapsed).
+    lambda_entropy: float = 1.0
+    entropy_floor_per_dim: float = -1.0
+    # Weight of the prior-shaping loss, Eq. 12/13 (the paper adds it with weight 1).
+    lambda_shape: float = 1.0
+    # Feasibility signal: "hj" = HJ critics (the method); "cost" = cost value function with the
+    # 75th-percentile threshold of zero-violation samples (the "w/o HJ" ablation, Table 2).
+    feasibility: Literal["hj", "cost"] = "hj"
+    # h(s) from offline costs (FISOR's relabelling): +h_unsafe if cost > 0 else h_safe.
+    h_unsafe: float = 25.0
+    h_safe: float = -1.0
+    # Reward scale for the critics; None -> FISOR's max_episode_steps / (R_max - R_min) of the data.
+    reward_scale: float | None = None
+
+
+def refine_schedule(steps: int) -> list[str]:
+    """Which expert acts at each refinement step (Sec. 3.3 and Sec. 5).
+
+    Reading: one expert per step; the safety expert always first, the shared expert always last,
+    reward and safety alternating in between (T=3 -> h, r, sh; T=5 -> h, r, h, r, sh). T=1 is the
+    shared expert alone (its "always last" rule wins); T=0 means no refinement.
+    """
+    if steps < 0:
+        raise ValueError(f"refine_steps must be >= 0, got {steps}")
+    if steps == 0:
+        return []
+    if steps == 1:
+        return ["sh"]
+    middle = ["r" if i % 2 == 0 else "h" for i in range(steps - 2)]
+    return ["h", *middle, "sh"]
+
+
+class RefinerExpert(nn.Module):
+    """One residual expert f_k(s, u) in the base space (Sec. 3.3). Zero-initialised output, so the
+    untrained refiner is the identity and inference starts from the prior itself."""
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = MLP(obs_dim + latent_dim, latent_dim, hidden, zero_last=True)
+
+    def forward(self, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([s, u], dim=-1))
+
+
+class Refiner(nn.Module):
+    """The three experts {f_h, f_r, f_sh} applied as ``u_{t+1} = u_t + f_k(s, u_t)``."""
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.experts = nn.ModuleDict({k: RefinerExpert(obs_dim, latent_dim, hidden) for k in ("h", "r", "sh")})
+
+    def forward(self, s: torch.Tensor, u0: torch.Tensor, steps: int) -> torch.Tensor:
+        u = u0
+        for k in refine_schedule(steps):
+            u = u + self.experts[k](s, u)
+        return u
+
+
+@register
+class FLRP(Algorithm):
+    """Flow-guided Latent Refiner Policy (Algorithm 1)."""
+
+    name = "flrp"
+    Config = FLRPConfig
+    config: FLRPConfig
+
+    # ------------------------------------------------------------------ networks
+    @property
+    def latent_dim(self) -> int:
+        spec = self._require_built()
+        return self.config.latent_dim or max(2, 2 * spec.act_dim)
+
+    def _build(self, spec: DataSpec) -> None:
+        c = self.config
+        S, A, H = spec.obs_dim, spec.act_dim, c.hidden_sizes
+        Z = c.latent_dim or max(2, 2 * A)
+        m = self.modules
+        # Sec. 3.1: twin Q_h, V_h and their target networks (Eq. 9 uses V_h^tgt).
+        m["q_h"], m["v_h"] = QEnsemble(S, A, H, 2), VNet(S, H)
+        if c.feasibility == "hj":
+            # Start Q_h, V_h at h_safe, the fixed point of Eq. 7 for states that stay safe forever.
+            # The fixed point does not depend on the init; this only saves the ~1/(1-gamma)
+            # Bellman iterations the safe region would need to reach it from 0 through slow
+            # (tau = 0.001) targets, so the zero level set is right early in training.
+            m["q_h"].set_output_bias(c.h_safe)
+            m["v_h"].set_output_bias(c.h_safe)
+        # Sec. 3.4: IQL twin Q_r and V_r.
+        m["q_r"], m["v_r"] = QEnsemble(S, A, H, 2), VNet(S, H)
+        # Sec. 3.2: prior flow p_phi(z|s), posterior flow q_psi(z|s,a), decoder pi_theta(a|s,z).
+        layers = c.prior_layers if c.prior == "flow" else 0
+        m["prior"] = ConditionalRealNVP(Z, S, layers, H)
+        m["posterior"] = ConditionalGaussianFlow(Z, S + A, c.posterior_layers, H)
+        m["decoder"] = GaussianDecoder(S + Z, A, H)
+        # Sec. 3.3: the refiner's three experts.
+        m["refiner"] = Refiner(S, Z, H)
+        for name in ("q_h", "v_h", "q_r"):
+            m[f"{name}_target"] = copy.deepcopy(m[name]).requires_grad_(False)
+
+    def _build_optimizers(self) -> None:
+        # One Adam over every trained network (all at Table 4's lr 3e-4). Adam is per-parameter,
+        # so this equals one optimiser per component; the losses below route gradients so each
+        # component is trained only by its own objective.
+        params = [p for k, mod in self.modules.items() if not k.endswith("_target") for p in mod.parameters()]
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizers["all"] = torch.optim.Adam(params, lr=self.config.lr, fused=fused)
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
+        data = super().prepare_data(ds)
+        spec = self._require_built()
+        c = self.config
+        # Reading (paper-notes): h(s) from offline costs as in FISOR: +h_unsafe where cost > 0,
+        # else h_safe. The cost of transition t is incurred on reaching s_{t+1} (DSRL's layout).
+        data["h"] = np.where(ds.costs > 0, c.h_unsafe, c.h_safe).astype(np.float32)
+        # FISOR's reward normalisation: episode returns span ~max_episode_steps.
+        span = max(spec.episode_return_max - spec.episode_return_min, 1e-6)
+        scale = c.reward_scale if c.reward_scale is not None else spec.max_episode_steps / span
+        data["rew"] = data["rew"] * np.float32(scale)
+        if c.feasibility == "cost":
+            # "w/o HJ" ablation: the zero-violation samples are transitions of zero-cost episodes
+            # (all zero-cost transitions if the data has no zero-cost episode).
+            ep_cost = ds.episode_costs()[ds.episode_index()]
+            zero = ep_cost <= 0 if np.any(ep_cost <= 0) else ds.costs <= 0
+            data["zero_violation"] = zero.astype(np.float32)
+        return data
+
+    # ------------------------------------------------------------------ feasibility signals
+    def _feasibility_values(
+        self, q_target: torch.Tensor, v: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Q_h(s,a), V_h(s), offset) where <= 0 means feasible; offset is subtracted from Q_h(s, a_bar)."""
+        if self.config.feasibility == "hj":
+            return q_target, v, q_target.new_zeros(())
+        # w/o HJ (Table 2): feasible iff the cost value is below the 75th percentile of the
+        # zero-violation samples in the batch; shifting by that threshold keeps "<= 0 = feasible".
+        masked = torch.where(batch["zero_violation"] > 0, q_target, torch.full_like(q_target, float("nan")))
+        thr = torch.nanquantile(masked, 0.75)
+        thr = torch.where(torch.isnan(thr), torch.zeros_like(thr), thr)
+        return q_target - thr, v - thr, thr
+
+    # ------------------------------------------------------------------ Algorithm 1
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c, m = self.config, self.modules
+        s, a, s2 = batch["obs"], batch["act"], batch["next_obs"]
+        r, h, term = batch["rew"], batch["h"], batch["terminal"]
+        gamma = c.gamma
+
+        # ---- Sec. 3.1 / 3.4: critics (Algorithm 1, lines 4–5) --------------------------------
+        with torch.no_grad():
+            q_h_t = m["q_h_target"](s, a).max(0).values  # twin max: conservative feasibility
+            q_r_t = m["q_r_target"](s, a).min(0).values  # twin min: IQL
+            if c.feasibility == "hj":
+                # Eq. 9: (1-g) h(s) + g max{h(s), V_h^tgt(s')}; terminals stop at h(s).
+                y_h = hj_target(h, m["v_h_target"](s2), term, gamma)
+            else:
+                # w/o HJ: plain discounted cost value, Q_c = c + g (1 - d) V_c^tgt(s').
+                y_h = iql_q_target(batch["cost"], m["v_h_target"](s2), term, gamma)
+            # Eq. 22: r + g V_r(s') with the online V_r (IQL).
+            y_r = iql_q_target(r, m["v_r"](s2), term, gamma)
+        v_h = m["v_h"](s)
+        v_r = m["v_r"](s)
+        loss_v_h = reversed_expectile_loss(q_h_t - v_h, c.expectile_feasibility)  # Eq. 8
+        loss_q_h = (m["q_h"](s, a) - y_h).square().mean(1).sum()  # Eq. 9, both twins
+        loss_v_r = expectile_loss(q_r_t - v_r, c.expectile_reward)  # Eq. 21
+        loss_q_r = (m["q_r"](s, a) - y_r).square().mean(1).sum()  # Eq. 22, both twins
+        loss_critic = loss_v_h + loss_q_h + loss_v_r + loss_q_r
+
+        # Critic outputs used as fixed targets by the flow and the refiner (paper-notes: w,
+        # I_feas, w_h, w_r are detached). Q values come from the target nets (FISOR practice).
+        v_h_d, v_r_d = v_h.detach(), v_r.detach()
+        qh_sa, vh_s, thr = self._feasibility_values(q_h_t, v_h_d, batch)
+        feasible = (qh_sa <= 0).float()  # I_feas(s, a) = 1{Q_h(s, a) <= 0}
+        w_r = awr_weight(q_r_t - v_r_d, c.reward_temperature, c.reward_weight_clip) * feasible
+
+        # ---- Sec. 3.2: flows and decoder (Algorithm 1, line 6) --------------------------------
+        # Eq. 11 weight: w(s, a) = sig(-Q_h/T_q) sig(-V_h/T_v).
+        w = torch.sigmoid(-qh_sa / c.weight_temperature_q) * torch.sigmoid(-vh_s / c.weight_temperature_v)
+        eps = torch.randn(s.shape[0], self.latent_dim, device=s.device, generator=self._noise_gen)
+        z_q, log_q = m["posterior"].rsample_and_log_prob(torch.cat([s, a], -1), eps)
+        log_pi = m["decoder"].log_prob(torch.cat([s, z_q], -1), a)
+        u_q, ladj = m["prior"].inverse(z_q, s)  # T_phi^{-1}(z_q | s)
+        log_p = standard_normal_log_prob(u_q) + ladj  # Eq. 10
+        kl = log_q - log_p  # one-sample estimate of KL(q_psi || p_phi) (no closed form between flows)
+        loss_elbo = (-w * log_pi).mean() + c.beta * (w * kl).mean()  # Eq. 11
+        # Eq. 12 with the typo read as the AWR weight exp((Q_r - V_r)/beta_r), clipped, times
+        # I_feas. Reading: the gradient reaches the prior and, through z_q, the posterior: both
+        # make feasible high-advantage actions live near u = 0.
+        loss_shape = (w_r * u_q.square().sum(-1)).mean()
+        entropy = (-log_q).mean()  # E_q[-log q_psi(z|s,a)], one-sample estimate
+        h0 = c.entropy_floor_per_dim * self.latent_dim
+        loss_entropy = F.relu(h0 - entropy)  # Eq. 13 hinge
+        loss_flow = loss_elbo + c.lambda_shape * loss_shape + c.lambda_entropy * loss_entropy  # Eq. 13
+
+        # ---- Sec. 3.3: refiner (Algorithm 1, line 7) ------------------------------------------
+        u0 = torch.randn(s.shape[0], self.latent_dim, device=s.device, generator=self._noise_gen)
+        u_T = m["refiner"](s, u0, c.refine_steps)
+        # Gradients pass through the frozen prior flow, decoder and critics to the experts only.
+        z, _ = call_frozen(m["prior"], u_T, s)
+        a_bar = call_frozen(m["decoder"], torch.cat([s, z], -1), method="mean")
+        q_h_bar = m["q_h_target"](s, a_bar).max(0).values - thr
+        adv_h = q_h_bar - vh_s
+        w_h = awr_weight(adv_h.detach(), c.feasibility_temperature, c.feasibility_weight_clip)
+        loss_h = (w_h * F.softplus(adv_h)).mean()  # Eq. 14, phi = softplus
+        # Eq. 15 with the sign typo fixed: AWR *minimises* the weighted distance to data actions.
+        dist = torch.sqrt((a_bar - a).square().sum(-1) + 1e-8)  # ||a_bar - a||_2
+        loss_r = (w_r * dist).mean()
+        loss_sh = (u_T.square().sum(-1) + (u_T - u0).square().sum(-1)).mean()  # Eq. 16
+        loss_ref = c.lambda_reward * loss_r + c.lambda_safety * loss_h + c.lambda_shared * loss_sh  # Eq. 17
+
+        # ---- one step for every component ----------------------------------------------------
+        opt = self.optimizers["all"]
+        opt.zero_grad(set_to_none=True)
+        (loss_critic + loss_flow + loss_ref).backward()
+        opt.step()
+
+        return {
+            "critic/q_h": loss_q_h.detach(),
+            "critic/v_h": loss_v_h.detach(),
+            "critic/q_r": loss_q_r.detach(),
+            "critic/v_r": loss_v_r.detach(),
+            "flow/elbo": loss_elbo.detach(),
+            "flow/nll": (-log_pi).mean().detach(),
+            "flow/kl": kl.mean().detach(),
+            "flow/shape": loss_shape.detach(),
+            "flow/entropy": entropy.detach(),
+            "refiner/reward": loss_r.detach(),
+            "refiner/safety": loss_h.detach(),
+            "refiner/shared": loss_sh.detach(),
+            "feas/frac_feasible": feasible.mean(),
+            "feas/v_h_mean": v_h_d.mean(),
+            "feas/w_mean": w.mean(),
+        }
+
+    def after_update(self) -> None:
+        tau = self.config.tau  # Table 4: 0.001 for every FLRP target network
+        for name in ("q_h", "v_h", "q_r"):
+            soft_update(self.modules[f"{name}_target"], self.modules[name], tau)
+
+    # ------------------------------------------------------------------ inference (Sec. 3.3)
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """u_0 ~ N(0, I) (u_0 = 0, the base mode, when deterministic) -> T refinement steps ->
+        frozen prior flow -> decoded mean a_bar(s, u_T) (Sec. 3.3 uses a_bar for rollouts)."""
+        m = self.modules
+        if deterministic:
+            u0 = torch.zeros(obs.shape[0], self.latent_dim, device=obs.device)
+        else:
+            u0 = torch.randn(obs.shape[0], self.latent_dim, device=obs.device, generator=self._noise_gen)
+        u = m["refiner"](obs, u0, self.config.refine_steps)
+        z, _ = m["prior"](u, obs)
+        return m["decoder"].mean(torch.cat([obs, z], -1))
+
+    @torch.no_grad()
+    def feasibility_value(self, obs: np.ndarray) -> np.ndarray:
+        """V_h(s) for raw observations (<= 0: predicted feasible). For plots and the toy IoU."""
+        spec = self._require_built()
+        s = torch.as_tensor(spec.normalize_obs(np.asarray(obs, dtype=np.float32)), device=self.device)
+        return self.modules["v_h"](s).float().cpu().numpy()
+
+    @torch.no_grad()
+    def base_kl(self, obs: np.ndarray, samples: int = 256) -> np.ndarray:
+        """Per-state Monte-Carlo estimate of KL(q_u || N(0, I)) of the refined base samples,
+        with q_u fitted as a Gaussian (Lemma 3 / Eq. 18 bound the action-space shift by it)."""
+        spec = self._require_built()
+        s = torch.as_tensor(spec.normalize_obs(np.asarray(obs, dtype=np.float32)), device=self.device)
+        B, Z = s.shape[0], self.latent_dim
+        u0 = torch.randn(samples, B, Z, device=s.device, generator=self._noise_gen)
+        u = self.modules["refiner"](s.expand(samples, B, -1).reshape(-1, s.shape[1]), u0.reshape(-1, Z), self.config.refine_steps)
+        u = u.reshape(samples, B, Z)
+        mu, var = u.mean(0), u.var(0) + 1e-8
+        kl = 0.5 * (var + mu.square() - 1.0 - var.log()).sum(-1)
+        return kl.float().cpu().numpy()

@@ -1,0 +1,253 @@
+"""``flrp train | eval | info | tasks``: thin wrappers over the library.
+
+Every algorithm config field is a flag (``--batch-size``, ``--refine-steps``, ...) whose default is
+the paper's value. User errors print one line (``flrp: error: ...``) and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from flrp.errors import FlrpError
+
+__all__ = ["main", "build_parser"]
+
+
+# ---------------------------------------------------------------- config flags
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    hints = typing.get_type_hints(config_cls)
+    group = parser.add_argument_group(f"{config_cls.__name__} (defaults = paper values)")
+    for f in dataclasses.fields(config_cls):
+        if f.name == "steps":
+            continue  # --steps is a top-level flag
+        tp = hints[f.name]
+        default = f.default
+        kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": argparse.SUPPRESS, "help": f"(default: {default})"}
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if tp is bool:
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if origin is typing.Literal:
+            kwargs["choices"] = list(args)
+            kwargs["type"] = type(args[0])
+        elif origin in (typing.Union, types.UnionType) and type(None) in args:
+            inner = next(a for a in args if a is not type(None))
+            kwargs["type"] = lambda s, inner=inner: None if s.lower() == "none" else inner(s)
+        else:
+            kwargs["type"] = tp
+        group.add_argument(_flag(f.name), **kwargs)
+
+
+def _config_from_args(config_cls: type, ns: argparse.Namespace, steps: int | None) -> Any:
+    overrides = {k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg_")}
+    if steps is not None:
+        overrides["steps"] = steps
+    return config_cls(**overrides)
+
+
+# ---------------------------------------------------------------- commands
+def _set_threads(n: int) -> None:
+    import torch
+
+    if n < 1:
+        raise FlrpError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+
+
+def cmd_train(ns: argparse.Namespace, config_cls: type, algo_cls: type) -> int:
+    from flrp.datasets import resolve_dataset
+    from flrp.io import write_json, write_text
+
+    _set_threads(ns.threads)
+    ds, task = resolve_dataset(ns.dataset, ns.task)
+    config = _config_from_args(config_cls, ns, ns.steps)
+    stem = task.name if task else Path(ns.dataset).stem
+    out = Path(ns.out) if ns.out else Path("runs") / f"{algo_cls.name}-{stem}-seed{config.seed}"
+    if not ns.resume and out.exists():
+        for name in ("checkpoint.pt", "metrics.jsonl", "metrics.csv", "model.pt"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "run.json", {"algo": algo_cls.name, "dataset": str(ns.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)})
+    print(f"flrp: training {algo_cls.name} on {ds.source} ({len(ds)} transitions, {ds.num_episodes} episodes) for {config.steps} steps -> {out}")
+    algo = algo_cls(config, device=ns.device)
+    algo.fit(ds, run_dir=out, log_every=ns.log_every, checkpoint_every=ns.checkpoint_every, resume=ns.resume, progress=not ns.quiet, tensorboard=ns.tensorboard)
+    if ns.episodes == 0:
+        return 0
+    ns.cost_limit = config.cost_limit
+    if task is None:
+        print("flrp: no task known for this dataset (pass --task NAME to evaluate on its simulator); skipping evaluation")
+        return 0
+    return _evaluate_and_report(out / "model.pt", task, ns, out, algo=algo, dataset=ds)
+
+
+def _evaluate_and_report(model: Path, task: Any, ns: argparse.Namespace, out: Path, algo: Any = None, dataset: Any = None) -> int:
+    from flrp.evaluation.rollout import evaluate_model_file
+    from flrp.io import write_json, write_text
+
+    res = evaluate_model_file(model, task, episodes=ns.episodes, seed=ns.eval_seed, cost_limit=ns.cost_limit, deterministic=not ns.stochastic, workers=ns.workers)
+    report = res.to_dict()
+    md = res.markdown()
+    if task.suite == "toy":
+        from flrp.algos.base import Algorithm
+        from flrp.envs.toy_kernel import feasibility_iou, plot_feasibility
+
+        algo = algo or Algorithm.load(model, device="cpu")
+        if hasattr(algo, "feasibility_value"):
+            iou = feasibility_iou(algo.feasibility_value, dataset)
+            plot_feasibility(algo.feasibility_value, out / "feasibility.png", dataset=dataset, title=f"{algo.name}: learned V_h vs exact kernel")
+            report["feasibility"] = iou
+            md += f"\nHJ feasibility vs exact kernel: IoU {iou['iou_support']:.3f} on data support, {iou['iou_box']:.3f} on the whole box (feasibility.png)\n"
+            print(f"flrp: HJ feasible set vs exact kernel: IoU {iou['iou_support']:.3f} (data support), {iou['iou_box']:.3f} (whole grid) -> {out / 'feasibility.png'}")
+    write_json(out / "eval.json", report)
+    write_text(out / "eval.md", md)
+    print("flrp: " + res.line())
+    print(f"flrp: results in {out / 'eval.json'} and {out / 'eval.md'}")
+    return 0
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from flrp.data.tasks import get_task
+
+    _set_threads(ns.threads)
+    target = Path(ns.model)
+    model = target / "model.pt" if target.is_dir() else target
+    out = target if target.is_dir() else target.parent
+    if not model.exists():
+        raise FlrpError(f"{model}: no such model file")
+    task_name = ns.task
+    run_json = out / "run.json"
+    if task_name is None and run_json.exists():
+        task_name = json.loads(run_json.read_text()).get("task")
+    if task_name is None:
+        raise FlrpError(f"{model}: no task recorded for this model; pass --task NAME")
+    dataset = None
+    task = get_task(task_name)
+    if task.suite == "toy":
+        from flrp.datasets import resolve_dataset
+
+        dataset, _ = resolve_dataset("toy")
+    return _evaluate_and_report(model, task, ns, out, dataset=dataset)
+
+
+def cmd_info(ns: argparse.Namespace) -> int:
+    from flrp.datasets import resolve_dataset
+    from flrp.plotting.dataset import dataset_summary, plot_cost_return_scatter, summary_markdown
+
+    ds, task = resolve_dataset(ns.dataset, ns.task)
+    summary = dataset_summary(ds, task, cost_limit=ns.cost_limit)
+    print(summary_markdown(summary))
+    stem = task.name if task else Path(ns.dataset).stem
+    png = Path(ns.out) if ns.out else Path(f"{stem}-cost-return.png")
+    plot_cost_return_scatter(ds, png, title=f"{stem}: {ds.num_episodes} trajectories", cost_limit=ns.cost_limit)
+    print(f"cost-return scatter: {png}")
+    return 0
+
+
+def cmd_tasks(ns: argparse.Namespace) -> int:
+    from flrp.data.tasks import list_tasks
+
+    print("| task | suite | DSRL id | max steps | reward range | max cost |")
+    print("|---|---|---|---|---|---|")
+    for t in list_tasks(ns.suite):
+        print(f"| {t.name} | {t.suite} | {t.dsrl_id} | {t.max_episode_steps} | {t.min_reward:.4g} .. {t.max_reward:.4g} | {t.max_cost:g} |")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def _eval_flags(p: argparse.ArgumentParser, train: bool) -> None:
+    g = p.add_argument_group("evaluation (DSRL protocol)")
+    g.add_argument("--episodes", type=int, default=20, help="evaluation episodes, each with its own seed (default 20; 0 skips evaluation)" if train else "evaluation episodes (default 20)")
+    g.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first evaluation episode (default 10000, disjoint from training seeds)")
+    g.add_argument("--workers", type=int, default=None, help="evaluation processes (default: CPU count)")
+    g.add_argument("--stochastic", action="store_true", help="sample u_0 ~ N(0, I) instead of the deterministic mode")
+    if not train:
+        g.add_argument("--cost-limit", type=float, default=10.0, help="cost limit kappa of Eq. 40 (default 10)")
+
+
+def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
+    from flrp.algos.base import ALGORITHMS, get_algorithm
+
+    algo_cls = get_algorithm(algo)
+    parser = argparse.ArgumentParser(prog="flrp", description="Safe offline RL: FLRP and baselines on DSRL-format data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (and evaluate) an algorithm on a dataset")
+    t.add_argument("--dataset", required=True, help="path to a DSRL-format .hdf5 file, or 'toy' (the embedded dataset)")
+    t.add_argument("--algo", default="flrp", choices=sorted(ALGORITHMS), help="algorithm (default flrp)")
+    t.add_argument("--task", default=None, help="task name for evaluation and normalisation (default: inferred from the dataset)")
+    t.add_argument("--steps", type=int, default=None, help=f"gradient steps (default {algo_cls.Config.steps})")
+    t.add_argument("--out", default=None, help="run directory (default runs/<algo>-<task>-seed<seed>)")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    t.add_argument("--threads", type=int, default=int(os.environ.get("FLRP_THREADS", "1")), help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS)")
+    t.add_argument("--log-every", type=int, default=500)
+    t.add_argument("--checkpoint-every", type=int, default=5000)
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from <out>/checkpoint.pt if present (default yes)")
+    t.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb (needs flrp[tensorboard])")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _eval_flags(t, train=True)
+    _add_config_flags(t, algo_cls.Config)
+
+    e = sub.add_parser("eval", help="evaluate a trained model on its simulator")
+    e.add_argument("model", help="a run directory or a model.pt file")
+    e.add_argument("--task", default=None, help="task name (default: the one recorded in run.json)")
+    e.add_argument("--threads", type=int, default=1)
+    _eval_flags(e, train=False)
+
+    i = sub.add_parser("info", help="summarise a dataset and plot its cost-return scatter")
+    i.add_argument("dataset", help="path to a DSRL-format .hdf5 file, or 'toy'")
+    i.add_argument("--task", default=None)
+    i.add_argument("--cost-limit", type=float, default=10.0)
+    i.add_argument("--out", default=None, help="PNG path (default <task>-cost-return.png)")
+
+    k = sub.add_parser("tasks", help="list the task registry (DSRL constants)")
+    k.add_argument("--suite", default=None, choices=["bullet", "safetygym", "metadrive", "toy"])
+    return parser
+
+
+def _algo_from_argv(argv: Sequence[str]) -> str:
+    for i, tok in enumerate(argv):
+        if tok == "--algo" and i + 1 < len(argv):
+            return argv[i + 1]
+        if tok.startswith("--algo="):
+            return tok.split("=", 1)[1]
+    return "flrp"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from flrp.algos.base import get_algorithm
+
+        algo_name = _algo_from_argv(argv)
+        algo_cls = get_algorithm(algo_name)
+        ns = build_parser(algo_cls.name).parse_args(argv)
+        if ns.command == "train":
+            return cmd_train(ns, algo_cls.Config, algo_cls)
+        if ns.command == "eval":
+            return cmd_eval(ns)
+        if ns.command == "info":
+            return cmd_info(ns)
+        return cmd_tasks(ns)
+    except FlrpError as exc:
+        print(f"flrp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flrp: interrupted (the last checkpoint is kept; rerun the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Resolve a ``--dataset`` argument to data and its task: a local DSRL HDF5 path, or ``toy``.
+
+``toy`` is the package's embedded dataset: generated deterministically from a fixed seed on first
+use (about a second) and cached under ``$FLRP_DATA_DIR`` (default ``~/.cache/flrp/datasets``).
+Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from flrp.data.dataset import OfflineDataset
+from flrp.data.hdf5 import load_dsrl_hdf5
+from flrp.data.tasks import TaskSpec, get_task
+from flrp.errors import FlrpError
+
+__all__ = ["data_dir", "toy_dataset_path", "resolve_dataset", "infer_task"]
+
+TOY_NAMES = ("toy", "toyhazard", "toyhazard-v0")
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("FLRP_DATA_DIR", Path.home() / ".cache" / "flrp" / "datasets"))
+
+
+def toy_dataset_path() -> Path:
+    """The embedded toy dataset, generated on first use (deterministic: seed TOY_SEED)."""
+    from flrp.collect.toy import TOY_EPISODES, TOY_SEED, make_toy_dataset
+
+    path = data_dir() / f"ToyHazard-v0-seed{TOY_SEED}-{TOY_EPISODES}.hdf5"
+    if not path.exists():
+        make_toy_dataset(path, seed=TOY_SEED, episodes=TOY_EPISODES)
+    return path
+
+
+def infer_task(path: Path) -> TaskSpec | None:
+    """Task from the file's ``task`` attribute, else from a DSRL-style name ``<EnvId>-<cap>-<n>.hdf5``."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            name = f.attrs.get("task")
+        if name:
+            return get_task(str(name))
+    except (OSError, FlrpError):
+        pass
+    m = re.match(r"^(.*?-v\d+)", path.name)
+    if m:
+        try:
+            return get_task(m.group(1))
+        except FlrpError:
+            return None
+    return None
+
+
+def resolve_dataset(arg: str, task: str | None = None) -> tuple[OfflineDataset, TaskSpec | None]:
+    if arg.lower() in TOY_NAMES:
+        ds = load_dsrl_hdf5(toy_dataset_path())
+        return ds, get_task(task or "ToyHazard")
+    path = Path(arg).expanduser()
+    ds = load_dsrl_hdf5(path)
+    return ds, (get_task(task) if task else infer_task(path))

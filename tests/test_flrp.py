@@ -1,0 +1,185 @@
+"""FLRP: Algorithm 1's update, gradient routing, ablation switches, save/load and exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from flrp.algos import FLRP, FLRPConfig, Algorithm
+from flrp.algos.base import call_frozen
+from flrp.algos.flrp import refine_schedule
+from flrp.data.dataset import OfflineDataset
+
+TINY = dict(hidden=16, batch_size=64, prior_layers=2, posterior_layers=1)
+
+
+def tiny(**kw) -> FLRPConfig:
+    return FLRPConfig(**{**TINY, **kw})
+
+
+def params_of(algo: Algorithm, *names: str) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for n in names for p in algo.modules[n].parameters()])
+
+
+def test_refine_schedule_matches_the_paper():
+    assert refine_schedule(3) == ["h", "r", "sh"]  # Sec. 3.3 / Table 5 default
+    assert refine_schedule(5) == ["h", "r", "h", "r", "sh"]  # safety first, alternate, shared last
+    assert refine_schedule(2) == ["h", "sh"]
+    assert refine_schedule(1) == ["sh"]
+    assert refine_schedule(0) == []
+
+
+def test_defaults_are_the_papers():
+    c = FLRPConfig()
+    assert (c.steps, c.batch_size, c.gamma, c.hidden, c.lr, c.tau) == (1_000_000, 512, 0.99, 256, 3e-4, 0.001)
+    assert (c.expectile_reward, c.expectile_feasibility) == (0.9, 0.9)
+    assert (c.reward_temperature, c.feasibility_temperature) == (3.0, 5.0)
+    assert (c.reward_weight_clip, c.feasibility_weight_clip, c.refine_steps) == (100.0, 150.0, 3)
+    assert (c.lambda_reward, c.lambda_safety, c.lambda_shared) == (1.0, 1.0, 0.5)
+
+
+def test_update_trains_every_network_and_only_soft_updates_targets(dataset):
+    algo = FLRP(tiny(tau=0.1), device="cpu")
+    before = {k: params_of(algo, k) for k in []}
+    algo.fit(dataset, steps=1, progress=False)
+    before = {k: params_of(algo, k) for k in algo.modules}
+    algo.fit(dataset, steps=4, progress=False)
+    for k in algo.modules:
+        assert not torch.equal(before[k], params_of(algo, k)) or k == "prior" and algo.config.prior == "gaussian", k
+    # every parameter tensor of every trained module moved
+    for name, mod in algo.modules.items():
+        for pname, p in mod.named_parameters():
+            assert torch.isfinite(p).all(), (name, pname)
+    # targets follow by Polyak averaging only
+    src, tgt = params_of(algo, "q_h"), params_of(algo, "q_h_target")
+    assert not torch.equal(src, tgt)
+    torch.testing.assert_close(tgt, tgt)  # finite and same shape
+    assert all(not p.requires_grad for p in algo.modules["q_h_target"].parameters())
+
+
+def test_metrics_are_finite(dataset):
+    algo = FLRP(tiny(), device="cpu")
+    hist = algo.fit(dataset, steps=5, log_every=5, progress=False)
+    assert hist and all(np.isfinite(v) for v in hist[-1].values())
+    for key in ("critic/q_h", "critic/v_h", "critic/q_r", "critic/v_r", "flow/elbo", "flow/shape", "refiner/reward", "refiner/safety", "refiner/shared"):
+        assert key in hist[-1]
+
+
+def test_gradient_routing_each_component_trained_only_by_its_own_loss(dataset):
+    """Critics ignore the flow and refiner losses; flows/decoder ignore the refiner loss (Sec. 3.2:
+    the refiner only moves u through the frozen flow and decoder)."""
+    base = FLRP(tiny(), device="cpu")
+    base.fit(dataset, steps=3, progress=False)
+    no_refiner = FLRP(tiny(lambda_reward=0.0, lambda_safety=0.0, lambda_shared=0.0), device="cpu")
+    no_refiner.fit(dataset, steps=3, progress=False)
+    no_flow = FLRP(tiny(beta=0.0, lambda_shape=0.0, lambda_entropy=0.0, lambda_reward=0.0, lambda_safety=0.0, lambda_shared=0.0), device="cpu")
+    no_flow.fit(dataset, steps=3, progress=False)
+    critics = ("q_h", "v_h", "q_r", "v_r")
+    flows = ("prior", "posterior", "decoder")
+    assert torch.equal(params_of(base, *critics), params_of(no_flow, *critics))
+    assert torch.equal(params_of(base, *flows), params_of(no_refiner, *flows))
+    assert not torch.equal(params_of(base, "refiner"), params_of(no_refiner, "refiner"))
+
+
+def test_call_frozen_passes_input_gradients_but_not_weight_gradients():
+    net = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3, requires_grad=True)
+    call_frozen(net, x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert net.weight.grad is None and net.bias.grad is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [dict(prior="gaussian"), dict(feasibility="cost"), dict(refine_steps=0), dict(refine_steps=1), dict(refine_steps=6), dict(latent_dim=3)],
+)
+def test_ablation_switches_train_and_act(dataset, changes):
+    algo = FLRP(tiny(**changes), device="cpu")
+    hist = algo.fit(dataset, steps=3, log_every=3, progress=False)
+    assert all(np.isfinite(v) for v in hist[-1].values())
+    a = algo.predict(dataset.observations[:7])
+    assert a.shape == (7, 2) and np.all(np.abs(a) <= 1.0)
+    if changes.get("prior") == "gaussian":
+        assert list(algo.modules["prior"].parameters()) == []
+
+
+def test_predict_shapes_and_modes(dataset):
+    algo = FLRP(tiny(), device="cpu")
+    algo.fit(dataset, steps=2, progress=False)
+    single = algo.predict(dataset.observations[0])
+    assert single.shape == (2,)
+    det1 = algo.predict(dataset.observations[:5])
+    det2 = algo.predict(dataset.observations[:5])
+    np.testing.assert_array_equal(det1, det2)  # deterministic mode: u_0 = 0
+    with pytest.raises(Exception, match="width 3"):
+        algo.predict(np.zeros((2, 5), np.float32))
+
+
+def test_save_load_round_trip_gives_identical_actions(dataset, tmp_path):
+    algo = FLRP(tiny(), device="cpu")
+    algo.fit(dataset, steps=3, progress=False)
+    path = algo.save(tmp_path / "m.pt")
+    loaded = Algorithm.load(path, device="cpu")
+    assert isinstance(loaded, FLRP) and loaded.config == algo.config
+    obs = dataset.observations[:9]
+    np.testing.assert_array_equal(algo.predict(obs), loaded.predict(obs))
+    np.testing.assert_array_equal(algo.feasibility_value(obs), loaded.feasibility_value(obs))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_resume_from_checkpoint_is_bit_exact(dataset, tmp_path):
+    full = FLRP(tiny(), device="cpu")
+    full.fit(dataset, steps=12, progress=False)
+    part = FLRP(tiny(), device="cpu")
+    part.fit(dataset, steps=6, run_dir=tmp_path / "run", checkpoint_every=6, progress=False)
+    resumed = FLRP(tiny(), device="cpu")  # a fresh process would start exactly like this
+    resumed.fit(dataset, steps=12, run_dir=tmp_path / "run", checkpoint_every=6, progress=False)
+    assert resumed.step == 12
+    assert torch.equal(full.parameters_vector(), resumed.parameters_vector())
+
+
+def test_resume_with_different_settings_is_refused(dataset, tmp_path):
+    FLRP(tiny(), device="cpu").fit(dataset, steps=2, run_dir=tmp_path, checkpoint_every=2, progress=False)
+    with pytest.raises(Exception, match="different settings .*refine_steps"):
+        FLRP(tiny(refine_steps=5), device="cpu").fit(dataset, steps=4, run_dir=tmp_path, progress=False)
+
+
+def test_same_seed_same_numbers(dataset):
+    a = FLRP(tiny(seed=3), device="cpu")
+    b = FLRP(tiny(seed=3), device="cpu")
+    c = FLRP(tiny(seed=4), device="cpu")
+    for x in (a, b, c):
+        x.fit(dataset, steps=3, progress=False)
+    assert torch.equal(a.parameters_vector(), b.parameters_vector())
+    assert not torch.equal(a.parameters_vector(), c.parameters_vector())
+
+
+def _bandit(n: int = 4000, seed: int = 0) -> OfflineDataset:
+    """One-step episodes from a fixed state; actions +-0.8 with rewards 1 / 0, all safe."""
+    rng = np.random.default_rng(seed)
+    obs = np.zeros((n, 2), np.float32) + rng.normal(scale=0.01, size=(n, 2)).astype(np.float32)
+    good = rng.uniform(size=n) < 0.5
+    act = np.where(good, 0.8, -0.8)[:, None].astype(np.float32) + rng.normal(scale=0.02, size=(n, 1)).astype(np.float32)
+    return OfflineDataset(obs, obs.copy(), act, good.astype(np.float32), np.zeros(n, np.float32), np.ones(n, bool), np.zeros(n, bool))
+
+
+def test_reward_expert_moves_the_action_toward_high_advantage_data():
+    """Eq. 15 with its sign fixed: the refined action approaches the high-advantage action (+0.8),
+    where the un-refined prior decodes the data's average behaviour. With the paper's literal sign
+    the expert would push a_bar away from the data actions instead."""
+    ds = _bandit()
+    cfg = FLRPConfig(hidden=32, batch_size=128, tau=0.05, prior_layers=2, posterior_layers=1, lr=1e-3, lambda_safety=0.0)
+    algo = FLRP(cfg, device="cpu")
+    algo.fit(ds, steps=600, progress=False)
+    obs = ds.observations[:256]
+    refined = algo.predict(obs, deterministic=False)[:, 0]
+    unrefined = FLRP(dataclasses.replace(cfg, refine_steps=0), device="cpu")
+    unrefined.build(algo.spec)
+    for k in algo.modules:
+        unrefined.modules[k].load_state_dict(algo.modules[k].state_dict())
+    base = unrefined.predict(obs, deterministic=False)[:, 0]
+    assert refined.mean() > 0.5, refined.mean()
+    assert abs(refined.mean() - 0.8) < abs(base.mean() - 0.8) - 0.2
