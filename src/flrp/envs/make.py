@@ -281,9 +281,10 @@ def _make_safetygym(spec: TaskSpec, seed: int | None, kwargs: dict[str, Any]) ->
     sandbox = GlobalRngSandbox(seed)
     with sandbox:
         raw = creator(**{**reg.kwargs, **kwargs})
-        # The Builder's very first reset compiles the MuJoCo world twice and its physics then
-        # differs from every later reset in the last bits (1e-14); one warm-up reset makes all
-        # user-visible resets alike. Harmless for the velocity tasks.
+        # The Builder's very first reset (the one that first creates its MuJoCo world) gives
+        # physics that differ from every later reset in the last bits (~1e-14, then growing),
+        # even with the same seed; one warm-up reset makes all user-visible resets alike
+        # (tests/test_envs.py fails without it). Harmless for the velocity tasks.
         raw.reset()
     env: gymnasium.Env = CostInInfo(raw, six_tuple=True)
     return SeededReset(env, sandbox, seed)

@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -90,35 +90,52 @@ class EvalResult:
         )
 
 
-Policy = Callable[[np.ndarray], np.ndarray]
+class _StatelessRunner:
+    """Adapter for policies that act on the current observation only."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def act(self, obs: np.ndarray, env_ids: np.ndarray, deterministic: bool) -> np.ndarray:
+        return self.policy.predict(obs, deterministic=deterministic)
+
+    def observe(self, env_ids: np.ndarray, rewards: np.ndarray, costs: np.ndarray) -> None:
+        pass
 
 
 def run_episodes(policy: Any, task: TaskSpec, seeds: list[int], deterministic: bool = True) -> list[EpisodeStats]:
-    """Run one episode per seed in lockstep; ``policy`` has ``predict(obs_batch, deterministic)``
-    and optionally ``reset()``."""
+    """Run one episode per seed in lockstep.
+
+    ``policy`` has ``predict(obs_batch, deterministic)``. A stateful policy (e.g. CDT, which tracks
+    returns- and costs-to-go) instead provides ``episode_runner(n_envs)`` returning an object with
+    ``act(obs, env_ids, deterministic)`` and ``observe(env_ids, rewards, costs)``; ``env_ids`` are
+    the indices of the episodes still running.
+    """
     from flrp.envs import make
 
     envs = [make(task.name) for _ in seeds]
     try:
         obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
-        if hasattr(policy, "reset"):
-            policy.reset()
         n = len(envs)
+        runner = policy.episode_runner(n) if hasattr(policy, "episode_runner") else _StatelessRunner(policy)
         ret, cost, length = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
         alive = np.ones(n, dtype=bool)
         for _ in range(task.max_episode_steps):
             if not alive.any():
                 break
             idx = np.flatnonzero(alive)
-            actions = policy.predict(obs[idx], deterministic=deterministic)
+            actions = runner.act(obs[idx], idx, deterministic)
+            step_r, step_c = np.zeros(len(idx)), np.zeros(len(idx))
             for j, i in enumerate(idx):
                 o, r, terminated, truncated, info = envs[i].step(actions[j])
                 obs[i] = o
-                ret[i] += float(r)
-                cost[i] += float(info.get("cost", 0.0))
+                step_r[j], step_c[j] = float(r), float(info.get("cost", 0.0))
                 length[i] += 1
                 if terminated or truncated:
                     alive[i] = False
+            ret[idx] += step_r
+            cost[idx] += step_c
+            runner.observe(idx, step_r, step_c)
         return [EpisodeStats(int(s), float(r), float(c), int(l)) for s, r, c, l in zip(seeds, ret, cost, length)]
     finally:
         for env in envs:
