@@ -309,8 +309,9 @@ class FLRP(Algorithm):
             "critic/q_r": loss_q_r.detach(),
             "critic/v_r": loss_v_r.detach(),
             "flow/elbo": loss_elbo.detach(),
-            "flow/nll": (-log_pi).mean().detach(),
-            "flow/kl": kl.mean().detach(),
+            # w-weighted means: what Eq. 11 optimises (pairs with w ~ 0 are deliberately untrained)
+            "flow/nll": ((w * -log_pi).sum() / w.sum().clamp_min(1e-8)).detach(),
+            "flow/kl": ((w * kl).sum() / w.sum().clamp_min(1e-8)).detach(),
             "flow/shape": loss_shape.detach(),
             "flow/entropy": entropy.detach(),
             "refiner/reward": loss_r.detach(),
