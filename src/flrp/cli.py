@@ -97,7 +97,7 @@ def _evaluate_and_report(model: Path, task: Any, ns: argparse.Namespace, out: Pa
     from flrp.evaluation.rollout import evaluate_model_file
     from flrp.io import write_json, write_text
 
-    res = evaluate_model_file(model, task, episodes=ns.episodes, seed=ns.eval_seed, cost_limit=ns.cost_limit, deterministic=not ns.stochastic, workers=ns.workers)
+    res = evaluate_model_file(model, task, episodes=ns.episodes, seed=ns.eval_seed, cost_limit=ns.cost_limit, deterministic=ns.deterministic, workers=ns.workers)
     report = res.to_dict()
     md = res.markdown()
     if task.suite == "toy":
@@ -172,7 +172,7 @@ def _eval_flags(p: argparse.ArgumentParser, train: bool) -> None:
     g.add_argument("--episodes", type=int, default=20, help="evaluation episodes, each with its own seed (default 20; 0 skips evaluation)" if train else "evaluation episodes (default 20)")
     g.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first evaluation episode (default 10000, disjoint from training seeds)")
     g.add_argument("--workers", type=int, default=None, help="evaluation processes (default: CPU count)")
-    g.add_argument("--stochastic", action="store_true", help="sample u_0 ~ N(0, I) instead of the deterministic mode")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None, help="deterministic actions (FLRP: u_0 = 0) or stochastic (FLRP: u_0 ~ N(0, I), the paper's protocol); default: the algorithm's own convention")
     if not train:
         g.add_argument("--cost-limit", type=float, default=10.0, help="cost limit kappa of Eq. 40 (default 10)")
 

@@ -121,6 +121,8 @@ class Algorithm(abc.ABC):
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
+    # How the method's own paper/code evaluates: deterministic (mean) or stochastic actions.
+    eval_deterministic: ClassVar[bool] = True
 
     def __init__(self, config: AlgoConfig | None = None, device: str | torch.device = "auto") -> None:
         self.config = config if config is not None else self.Config()

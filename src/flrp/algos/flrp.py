@@ -153,6 +153,8 @@ class FLRP(Algorithm):
     name = "flrp"
     Config = FLRPConfig
     config: FLRPConfig
+    # Sec. 3.3/3.4: at inference u ~ N(0, I) is refined and decoded to its mean a_bar.
+    eval_deterministic = False
 
     # ------------------------------------------------------------------ networks
     @property
@@ -329,8 +331,9 @@ class FLRP(Algorithm):
 
     # ------------------------------------------------------------------ inference (Sec. 3.3)
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """u_0 ~ N(0, I) (u_0 = 0, the base mode, when deterministic) -> T refinement steps ->
-        frozen prior flow -> decoded mean a_bar(s, u_T) (Sec. 3.3 uses a_bar for rollouts)."""
+        """u_0 ~ N(0, I) -> T refinement steps -> frozen prior flow -> decoded mean a_bar(s, u_T)
+        (Sec. 3.3: a_bar is used for evaluation and rollouts). ``deterministic`` starts from the
+        base mode u_0 = 0 instead, so the same state always gives the same action."""
         m = self.modules
         if deterministic:
             u0 = torch.zeros(obs.shape[0], self.latent_dim, device=obs.device)

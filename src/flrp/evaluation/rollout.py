@@ -142,7 +142,7 @@ def run_episodes(policy: Any, task: TaskSpec, seeds: list[int], deterministic: b
             env.close()
 
 
-def _worker(model_path: str, task_name: str, seeds: list[int], deterministic: bool, device: str) -> list[EpisodeStats]:
+def _worker(model_path: str, task_name: str, seeds: list[int], deterministic: bool | None, device: str) -> list[EpisodeStats]:
     import torch
 
     from flrp.algos.base import Algorithm
@@ -150,7 +150,8 @@ def _worker(model_path: str, task_name: str, seeds: list[int], deterministic: bo
 
     torch.set_num_threads(1)
     algo = Algorithm.load(model_path, device=device)
-    return run_episodes(algo, get_task(task_name), seeds, deterministic)
+    det = algo.eval_deterministic if deterministic is None else deterministic
+    return run_episodes(algo, get_task(task_name), seeds, det)
 
 
 def evaluate(
@@ -159,11 +160,14 @@ def evaluate(
     episodes: int = 20,
     seed: int = 0,
     cost_limit: float = 10.0,
-    deterministic: bool = True,
+    deterministic: bool | None = None,
 ) -> EvalResult:
-    """Evaluate an in-memory policy in one process (episodes batched in lockstep)."""
+    """Evaluate an in-memory policy in one process (episodes batched in lockstep).
+
+    ``deterministic=None`` uses the policy's own convention (``eval_deterministic``)."""
     seeds = [seed + i for i in range(episodes)]
-    return EvalResult.from_episodes(task, run_episodes(policy, task, seeds, deterministic), cost_limit)
+    det = getattr(policy, "eval_deterministic", True) if deterministic is None else deterministic
+    return EvalResult.from_episodes(task, run_episodes(policy, task, seeds, det), cost_limit)
 
 
 def evaluate_model_file(
@@ -172,7 +176,7 @@ def evaluate_model_file(
     episodes: int = 20,
     seed: int = 0,
     cost_limit: float = 10.0,
-    deterministic: bool = True,
+    deterministic: bool | None = None,
     workers: int | None = None,
     device: str = "cpu",
 ) -> EvalResult:
