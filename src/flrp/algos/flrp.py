@@ -30,14 +30,8 @@ from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble, VNet
 from flrp.nn.flows import ConditionalGaussianFlow, ConditionalRealNVP, standard_normal_log_prob
-from flrp.nn.functional import (
-    awr_weight,
-    expectile_loss,
-    hj_target,
-    iql_q_target,
-    reversed_expectile_loss,
-    soft_update,
-)
+from flrp.nn.feasibility import hj_feasibility_terms, iql_reward_terms
+from flrp.nn.functional import awr_weight, soft_update
 from flrp.nn.mlp import MLP
 from flrp.nn.policies import GaussianDecoder
 
@@ -238,28 +232,23 @@ class FLRP(Algorithm):
         gamma = c.gamma
 
         # ---- Sec. 3.1 / 3.4: critics (Algorithm 1, lines 4–5) --------------------------------
-        with torch.no_grad():
-            q_h_t = m["q_h_target"](s, a).max(0).values  # twin max: conservative feasibility
-            q_r_t = m["q_r_target"](s, a).min(0).values  # twin min: IQL
-            if c.feasibility == "hj":
-                # Eq. 9: (1-g) h(s) + g max{h(s), V_h^tgt(s')}; terminals stop at h(s).
-                y_h = hj_target(h, m["v_h_target"](s2), term, gamma)
-            else:
-                # w/o HJ: plain discounted cost value, Q_c = c + g (1 - d) V_c^tgt(s').
-                y_h = iql_q_target(batch["cost"], m["v_h_target"](s2), term, gamma)
-            # Eq. 22: r + g V_r(s') with the online V_r (IQL).
-            y_r = iql_q_target(r, m["v_r"](s2), term, gamma)
-        v_h = m["v_h"](s)
-        v_r = m["v_r"](s)
-        loss_v_h = reversed_expectile_loss(q_h_t - v_h, c.expectile_feasibility)  # Eq. 8
-        loss_q_h = (m["q_h"](s, a) - y_h).square().mean(1).sum()  # Eq. 9, both twins
-        loss_v_r = expectile_loss(q_r_t - v_r, c.expectile_reward)  # Eq. 21
-        loss_q_r = (m["q_r"](s, a) - y_r).square().mean(1).sum()  # Eq. 22, both twins
+        # Feasibility: Eq. 8 (reversed expectile on the twin-max target Q_h) and Eq. 9 (the HJ
+        # backup (1-g) h(s) + g max{h(s), V_h^tgt(s')}, terminals stop at h(s)). The "w/o HJ"
+        # ablation swaps the backup for the discounted cost value c + g (1 - d) V_c^tgt(s').
+        hj = c.feasibility == "hj"
+        feas = hj_feasibility_terms(
+            m["q_h"], m["q_h_target"], m["v_h"], m["v_h_target"], s, a,
+            h if hj else batch["cost"], s2, term, gamma, c.expectile_feasibility,
+            backup="hj" if hj else "discounted",
+        )
+        # Reward: IQL, Eq. 21 (expectile on the twin-min target Q_r) and Eq. 22 (r + g V_r(s')).
+        rew = iql_reward_terms(m["q_r"], m["q_r_target"], m["v_r"], s, a, r, s2, term, gamma, c.expectile_reward)
+        loss_q_h, loss_v_h, q_h_t, v_h_d = feas
+        loss_q_r, loss_v_r, q_r_t, v_r_d = rew
         loss_critic = loss_v_h + loss_q_h + loss_v_r + loss_q_r
 
         # Critic outputs used as fixed targets by the flow and the refiner (paper-notes: w,
         # I_feas, w_h, w_r are detached). Q values come from the target nets (FISOR practice).
-        v_h_d, v_r_d = v_h.detach(), v_r.detach()
         qh_sa, vh_s, thr = self._feasibility_values(q_h_t, v_h_d, batch)
         feasible = (qh_sa <= 0).float()  # I_feas(s, a) = 1{Q_h(s, a) <= 0}
         w_r = awr_weight(q_r_t - v_r_d, c.reward_temperature, c.reward_weight_clip) * feasible

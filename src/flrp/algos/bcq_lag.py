@@ -1,0 +1,268 @@
+"""BCQ-Lagrangian (BCQ-L): batch-constrained Q-learning with a PID-Lagrangian cost penalty.
+
+Reference code: OSRL ``osrl/algorithms/bcql.py`` (class ``BCQL``/``BCQLTrainer``) with the shared
+parts of ``osrl/common/net.py`` (``VAE``, ``EnsembleDoubleQCritic``,
+``MLPGaussianPerturbationActor``, ``LagrangianPIDController``); defaults from
+``examples/configs/bcql_configs.py`` (OSRL @ 03a4586). BCQ itself: Fujimoto et al. 2019.
+
+One update step, in OSRL's order (each component with its own Adam):
+
+1. VAE: ``MSE(recon, a) + beta KL`` on dataset pairs (the behaviour model).
+2. Reward critic: repeat s' 10 times, a' = actor_target(s', vae.decode(s')); soft-clipped double
+   Q ``lmbda min(Q1, Q2) + (1 - lmbda) max(Q1, Q2)`` from the target critic, **max over the 10
+   samples**; target ``r + gamma (1 - terminal) Q'``.
+3. Cost critic: the same construction on the cost target critic; target ``c + gamma (1 -
+   terminal) Qc'`` (see "Deviations").
+4. Actor (perturbation of a VAE sample within +-phi): ``-min Q + lambda (min Qc - thres)``, with
+   lambda from the PID controller fed the same batch's ``min Qc``.
+5. Soft update of critic, cost critic and actor targets (tau 0.005).
+
+Deviations from OSRL, each deliberate:
+
+* Bootstrapping masks use ``terminals`` only (the package convention), so time-limit truncation
+  bootstraps; OSRL's ``done = terminals | timeouts`` stops at every timeout.
+* Cost backup: OSRL writes ``c + gamma Qc'`` with no done mask at all. We use ``(1 - terminal)``
+  like the reward backup. OSRL's mask would have included timeouts, which would have zeroed the
+  cost-to-go at every truncation, and that may be why it was left out. With terminal-only masks
+  that reason no longer applies. A true terminal has no future cost, and bootstrapping past it
+  reads a value at a state the episode never reaches. (The DSRL data has no terminals except in
+  the velocity tasks.)
+* The 10 next actions sampled for the targets are shared by the reward and the cost critic (OSRL
+  draws them twice). Each target keeps exactly the same distribution; only their joint
+  correlation changes. This saves a third of the update.
+* Observations are standardised with dataset statistics (package default ``normalize_obs``);
+  OSRL trains on raw observations. Pass ``--no-normalize-obs`` to match it.
+* The threshold is in scaled cost units, ``cost_scale * qc_threshold(...)``. This is identical to
+  OSRL at its default cost_scale 1.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
+from flrp.algos.lagrangian import PIDLagrangian, qc_threshold
+from flrp.data.dataset import OfflineDataset
+from flrp.data.spec import DataSpec
+from flrp.nn.critics import QEnsemble
+from flrp.nn.functional import soft_update
+from flrp.nn.vae import ConditionalVAE
+
+__all__ = ["VAEQConfig", "BCQLagConfig", "BCQLag", "PerturbationActor", "double_q"]
+
+
+@dataclass
+class VAEQConfig(AlgoConfig):
+    """Settings shared by OSRL's VAE-based Q-learners (BCQ-L ``bcql_configs.py`` and CPQ
+    ``cpq_configs.py``, which agree on all of these)."""
+
+    # OSRL update_steps 100_000 (MetaDrive 200_000). The FLRP paper's Table 4 says 1e6 for every
+    # method; we keep OSRL's default, pass --steps 1000000 to match Table 4.
+    steps: int = 100_000
+    # OSRL batch_size 512, gamma 0.99, a/c hidden [256, 256] (= Table 4): inherited.
+    # OSRL cost_limit 10: the episode cost budget, turned into the Q_c threshold.
+    cost_limit: float = 10.0
+    # OSRL critic_lr 1e-3 (reward and cost critics).
+    critic_lr: float = 1e-3
+    # OSRL vae_lr 1e-3.
+    vae_lr: float = 1e-3
+    # OSRL tau 0.005 for every target network (= Table 4).
+    tau: float = 0.005
+    # OSRL reward_scale 0.1: rewards are multiplied by it before the critic sees them.
+    reward_scale: float = 0.1
+    # OSRL cost_scale 1.
+    cost_scale: float = 1.0
+    # OSRL beta 0.5: KL weight of the VAE loss (CPQ's constructor default 1.5 is overridden by its config).
+    beta: float = 0.5
+    # OSRL vae_hidden_sizes 400 (two hidden layers of this width in encoder and decoder).
+    vae_hidden: int = 400
+    # OSRL latent_dim = 2 * act_dim; None -> that.
+    latent_dim: int | None = None
+    # OSRL sample_action_num 10: actions sampled per state (targets; CPQ's OOD term).
+    sample_action_num: int = 10
+    # OSRL num_q 2 / num_qc 2 critic ensembles.
+    num_q: int = 2
+    num_qc: int = 2
+    # OSRL episode_len (per task = DSRL max episode steps) for the Q_c threshold; None -> the
+    # longest episode in the data (= the task's max steps for DSRL data).
+    episode_len: int | None = None
+
+
+@dataclass
+class BCQLagConfig(VAEQConfig):
+    """BCQ-L hyperparameters; every default is OSRL's ``bcql_configs.py:BCQLTrainConfig``."""
+
+    # OSRL actor_lr 1e-3 (= Table 4 "BCQ-L 1e-3").
+    actor_lr: float = 1e-3
+    # OSRL phi 0.05: the actor moves a VAE action by at most phi (per dim, actions in [-1, 1]).
+    # Larger = further from the data, more room to trade reward against cost.
+    phi: float = 0.05
+    # OSRL lmbda 0.75: weight of min vs max in the soft-clipped double-Q target (1 = pure min,
+    # more pessimistic).
+    lmbda: float = 0.75
+    # OSRL num_q semantics for BCQ-L: EnsembleDoubleQCritic holds num_q "Q1" and num_q "Q2" nets,
+    # each of Q1/Q2 the min over its members (4 reward and 4 cost nets by default).
+    # OSRL PID = [0.1, 0.003, 0.001] for the Lagrange multiplier (KP, KI, KD).
+    kp: float = 0.1
+    ki: float = 0.003
+    kd: float = 0.001
+
+
+class PerturbationActor(nn.Module):
+    """``xi(s, a) = clamp(a + phi * tanh(MLP([s, a])), -1, 1)`` with **Tanh** hidden activations
+    (OSRL ``MLPGaussianPerturbationActor`` built with ``nn.Tanh``; BCQ's original uses ReLU)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], phi: float) -> None:
+        super().__init__()
+        dims = [obs_dim + act_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.Tanh()]
+        layers += [nn.Linear(dims[-1], act_dim), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.phi = phi
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return (a + self.phi * self.net(torch.cat([s, a], dim=-1))).clamp(-1.0, 1.0)
+
+
+def double_q(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split an ensemble output (2n, B) into OSRL's (Q1, Q2), each the min over its n members."""
+    q1, q2 = q.reshape(2, q.shape[0] // 2, *q.shape[1:]).min(1).values
+    return q1, q2
+
+
+@register
+class BCQLag(Algorithm):
+    """BCQ with a PID-Lagrangian constraint on the cost critic (OSRL's BCQL)."""
+
+    name = "bcq-lag"
+    Config = BCQLagConfig
+    config: BCQLagConfig
+    # OSRL's BCQL.act decodes a freshly sampled latent at evaluation too: stochastic.
+    eval_deterministic = False
+
+    # ------------------------------------------------------------------ networks
+    def _build(self, spec: DataSpec) -> None:
+        c = self.config
+        S, A, H = spec.obs_dim, spec.act_dim, c.hidden_sizes
+        Z = c.latent_dim or 2 * A
+        m = self.modules
+        m["vae"] = ConditionalVAE(S, A, Z, hidden=(c.vae_hidden, c.vae_hidden), log_std_bounds=(-4.0, 15.0), latent_clip=0.5)
+        m["actor"] = PerturbationActor(S, A, H, c.phi)
+        # One batched ensemble per critic: members [0, num_q) are OSRL's Q1 nets, the rest Q2.
+        m["critic"] = QEnsemble(S, A, H, ensemble=2 * c.num_q)
+        m["cost_critic"] = QEnsemble(S, A, H, ensemble=2 * c.num_qc)
+        for name in ("actor", "critic", "cost_critic"):
+            m[f"{name}_target"] = copy.deepcopy(m[name]).requires_grad_(False)
+        m["lagrangian"] = PIDLagrangian(c.kp, c.ki, c.kd, self.qc_threshold)
+
+    @property
+    def qc_threshold(self) -> float:
+        """Per-step discounted cost bound, in scaled cost units (OSRL ``BCQL.qc_thres``)."""
+        spec = self._require_built()
+        c = self.config
+        return c.cost_scale * qc_threshold(c.cost_limit, c.gamma, c.episode_len or spec.max_episode_steps)
+
+    def _build_optimizers(self) -> None:
+        c, m = self.config, self.modules
+        # Separate Adams as in OSRL's setup_optimizers: the steps are sequential (the critics'
+        # targets use the VAE just updated, the actor the critics just updated). Fused Adam (as
+        # FLRP): one kernel per step instead of a loop over tensors.
+        kw = {"fused": self.device.type in ("cpu", "cuda")}
+        self.optimizers["vae"] = torch.optim.Adam(m["vae"].parameters(), lr=c.vae_lr, **kw)
+        self.optimizers["critic"] = torch.optim.Adam(m["critic"].parameters(), lr=c.critic_lr, **kw)
+        self.optimizers["cost_critic"] = torch.optim.Adam(m["cost_critic"].parameters(), lr=c.critic_lr, **kw)
+        self.optimizers["actor"] = torch.optim.Adam(m["actor"].parameters(), lr=c.actor_lr, **kw)
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
+        data = super().prepare_data(ds)
+        data["rew"] = data["rew"] * np.float32(self.config.reward_scale)
+        data["cost"] = data["cost"] * np.float32(self.config.cost_scale)
+        return data
+
+    # ------------------------------------------------------------------ helpers
+    def _clipped_double_q_max(self, critic: nn.Module, s_rep: torch.Tensor, a_rep: torch.Tensor, batch: int) -> torch.Tensor:
+        """``lmbda min(Q1, Q2) + (1 - lmbda) max(Q1, Q2)``, then max over the sampled actions: (B,)."""
+        q1, q2 = double_q(critic(s_rep, a_rep))
+        lam = self.config.lmbda
+        q = lam * torch.minimum(q1, q2) + (1.0 - lam) * torch.maximum(q1, q2)
+        return q.reshape(batch, -1).max(1).values
+
+    @staticmethod
+    def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c, m, gen = self.config, self.modules, self._noise_gen
+        s, a, s2 = batch["obs"], batch["act"], batch["next_obs"]
+        r, cost, term = batch["rew"], batch["cost"], batch["terminal"]
+        B = s.shape[0]
+
+        # 1. VAE (behaviour model).
+        loss_vae, vae_metrics = m["vae"].loss(s, a, c.beta, generator=gen)
+        self._step(self.optimizers["vae"], loss_vae)
+
+        # 2./3. Targets from 10 perturbed VAE samples per s' (after the VAE step, as in OSRL).
+        with torch.no_grad():
+            s2_rep = s2.repeat_interleave(c.sample_action_num, 0)  # (B * N, S), sample-major per row
+            a2_rep = m["actor_target"](s2_rep, m["vae"].decode(s2_rep, generator=gen))
+            q_next = self._clipped_double_q_max(m["critic_target"], s2_rep, a2_rep, B)
+            qc_next = self._clipped_double_q_max(m["cost_critic_target"], s2_rep, a2_rep, B)
+            y_r = r + c.gamma * (1.0 - term) * q_next
+            # Deviation (module docstring): OSRL's cost backup ignores done; we stop at terminals.
+            y_c = cost + c.gamma * (1.0 - term) * qc_next
+        # OSRL EnsembleDoubleQCritic.loss: sum over every member of its MSE.
+        loss_q = (m["critic"](s, a) - y_r).square().mean(1).sum()
+        self._step(self.optimizers["critic"], loss_q)
+        loss_qc = (m["cost_critic"](s, a) - y_c).square().mean(1).sum()
+        self._step(self.optimizers["cost_critic"], loss_qc)
+
+        # 4. Actor: perturb a VAE sample; critics and VAE are not trained by this loss.
+        with torch.no_grad():
+            a_vae = m["vae"].decode(s, generator=gen)
+        a_pi = m["actor"](s, a_vae)
+        q_pi = torch.minimum(*double_q(call_frozen(m["critic"], s, a_pi)))
+        qc_pi = torch.minimum(*double_q(call_frozen(m["cost_critic"], s, a_pi)))
+        lam = m["lagrangian"].update(qc_pi)  # PID step on this batch's min Qc (OSRL order)
+        penalty = (lam * (qc_pi - self.qc_threshold)).mean()
+        loss_actor = -q_pi.mean() + penalty
+        self._step(self.optimizers["actor"], loss_actor)
+
+        return {
+            "vae/loss": loss_vae.detach(),
+            **vae_metrics,
+            "critic/q_loss": loss_q.detach(),
+            "critic/qc_loss": loss_qc.detach(),
+            "actor/loss": loss_actor.detach(),
+            "actor/qc_penalty": penalty.detach(),
+            "actor/q_pi": q_pi.detach().mean(),
+            "actor/qc_pi": qc_pi.detach().mean(),
+            "lagrangian/lambda": lam,
+        }
+
+    def after_update(self) -> None:
+        tau = self.config.tau  # OSRL sync_weight: critic, cost critic and actor targets
+        for name in ("critic", "cost_critic", "actor"):
+            soft_update(self.modules[f"{name}_target"], self.modules[name], tau)
+
+    # ------------------------------------------------------------------ acting
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """``actor(s, vae.decode(s, z))`` with z from the clipped prior, as OSRL evaluates it
+        (``eval_deterministic = False``); ``deterministic=True`` decodes z = 0, the prior's mode."""
+        vae = self.modules["vae"]
+        if deterministic:
+            z = obs.new_zeros(obs.shape[0], vae.latent_dim)
+        else:
+            z = vae.sample_prior(obs.shape[0], obs, generator=self._noise_gen)
+        return self.modules["actor"](obs, vae.decode(obs, z))
