@@ -78,7 +78,7 @@ def algo_step(name: str, ds: OfflineDataset, device: torch.device):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--algos", nargs="+", default=["flrp", "bc-all"])
+    p.add_argument("--algos", nargs="+", default=None, help="default: every registered algorithm")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--obs-dim", type=int, default=72, help="default: CarCircle's observation width")
@@ -93,7 +93,9 @@ def main() -> None:
     ref_flops, ref_rate = count_flops(ref), time_steps(ref, args.seconds)
     ref_gflops = ref_flops * ref_rate / 1e9
     print(f"{'plain 3x256 MLP':<18} {ref_rate:8.1f} steps/s  {ref_flops / 1e9:7.3f} GFLOP/step  {ref_gflops:6.1f} GFLOP/s  (reference)")
-    for name in args.algos:
+    from flrp.algos import ALGORITHMS
+
+    for name in args.algos or sorted(ALGORITHMS):
         step = algo_step(name, ds, device)
         flops, rate = count_flops(step), time_steps(step, args.seconds)
         g = flops * rate / 1e9
