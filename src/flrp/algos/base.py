@@ -123,6 +123,8 @@ class Algorithm(abc.ABC):
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
     # How the method's own paper/code evaluates: deterministic (mean) or stochastic actions.
     eval_deterministic: ClassVar[bool] = True
+    # Metrics shown live on the progress bar (default: the first four the update returns).
+    progress_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: AlgoConfig | None = None, device: str | torch.device = "auto") -> None:
         self.config = config if config is not None else self.Config()
@@ -289,7 +291,8 @@ class Algorithm(abc.ABC):
                     row = {k: float(v) for k, v in metrics.items()}
                     history.append({"step": self.step, **row})
                     logger.log(self.step, row)
-                    bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(row.items())[:4]})
+                    shown = [k for k in self.progress_keys if k in row] or list(row)[:4]
+                    bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in shown})
                     if callback is not None:
                         callback(self, self.step, row)
                 if run is not None and (self.step % checkpoint_every == 0 or self.step == total):

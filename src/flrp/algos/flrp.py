@@ -149,6 +149,7 @@ class FLRP(Algorithm):
     config: FLRPConfig
     # Sec. 3.3/3.4: at inference u ~ N(0, I) is refined and decoded to its mean a_bar.
     eval_deterministic = False
+    progress_keys = ("critic/q_h", "flow/nll", "refiner/reward", "refiner/safety", "feas/frac_feasible")
 
     # ------------------------------------------------------------------ networks
     @property
