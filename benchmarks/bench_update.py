@@ -46,6 +46,20 @@ def count_flops(step_fn) -> int:
     return fc.get_total_flops()
 
 
+def matmul_rate(seconds: float, device: torch.device) -> float:
+    """fp32 GFLOP/s of (512 x 256) @ (256 x 256), the shape of a hidden layer at batch 512."""
+    a = torch.randn(512, 256, device=device)
+    b = torch.randn(256, 256, device=device)
+    out = torch.empty(512, 256, device=device)
+
+    def step() -> None:
+        for _ in range(20):
+            torch.mm(a, b, out=out)
+
+    rate = time_steps(step, seconds)
+    return rate * 20 * 2 * 512 * 256 * 256 / 1e9
+
+
 def plain_mlp_step(obs_dim: int, act_dim: int, batch: int, device: torch.device):
     net = torch.nn.Sequential(
         torch.nn.Linear(obs_dim, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
@@ -89,17 +103,19 @@ def main() -> None:
     device = torch.device(args.device)
     ds = synthetic(args.obs_dim, args.act_dim)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, obs {args.obs_dim}, act {args.act_dim}, batch 512, hidden 256")
+    mm = matmul_rate(min(args.seconds, 3.0), device)
+    print(f"{'fp32 matmul':<18} {mm:6.1f} GFLOP/s at 512x256 @ 256x256 (the machine's limit for this work)")
     ref = plain_mlp_step(args.obs_dim, args.act_dim, 512, device)
     ref_flops, ref_rate = count_flops(ref), time_steps(ref, args.seconds)
     ref_gflops = ref_flops * ref_rate / 1e9
-    print(f"{'plain 3x256 MLP':<18} {ref_rate:8.1f} steps/s  {ref_flops / 1e9:7.3f} GFLOP/step  {ref_gflops:6.1f} GFLOP/s  (reference)")
+    print(f"{'plain 3x256 MLP':<18} {ref_rate:8.1f} steps/s  {ref_flops / 1e9:7.3f} GFLOP/step  {ref_gflops:6.1f} GFLOP/s  = {ref_gflops / mm:.2f} of matmul")
     from flrp.algos import ALGORITHMS
 
     for name in args.algos or sorted(ALGORITHMS):
         step = algo_step(name, ds, device)
         flops, rate = count_flops(step), time_steps(step, args.seconds)
         g = flops * rate / 1e9
-        print(f"{name:<18} {rate:8.1f} steps/s  {flops / 1e9:7.3f} GFLOP/step  {g:6.1f} GFLOP/s  = {g / ref_gflops:.2f} x the plain MLP's rate; 1e6 steps ~ {1e6 / rate / 3600:.1f} h")
+        print(f"{name:<18} {rate:8.1f} steps/s  {flops / 1e9:7.3f} GFLOP/step  {g:6.1f} GFLOP/s  = {g / mm:.2f} of matmul, {g / ref_gflops:.2f} x the plain MLP; 1e6 steps ~ {1e6 / rate / 3600:.1f} h")
 
 
 if __name__ == "__main__":
