@@ -128,3 +128,15 @@ def test_failed_write_leaves_no_partial_file(tmp_path, arrays, monkeypatch):
     with pytest.raises(Boom):
         write_dsrl_hdf5(tmp_path / "d.hdf5", arrays)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_normal_permissions(tmp_path, arrays):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = write_dsrl_hdf5(tmp_path / "d.hdf5", arrays)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
