@@ -156,6 +156,21 @@ def cmd_info(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(ns: argparse.Namespace) -> int:
+    """Train behaviour policies on the simulator and write a DSRL-format dataset + data card."""
+    from flrp.collect.collector import collect
+
+    if ns.seed < 0:
+        raise FlrpError(f"--seed must be >= 0, got {ns.seed}")
+    res = collect(ns.task, ns.out, seed=ns.seed, budget=ns.budget, cost_cap=ns.cost_cap, work_dir=ns.work, progress=not ns.quiet)
+    ds = res.card["dataset"]
+    print(f"flrp: {res.hdf5}: {ds['episodes']} trajectories, {ds['transitions']} transitions, "
+          f"return {ds['return']['min']:.1f} .. {ds['return']['max']:.1f}, cost {ds['cost']['min']:g} .. {ds['cost']['max']:g}, "
+          f"{100 * ds['safe_fraction']:.1f}% with cost <= {ds['cost_limit']:g}")
+    print(f"flrp: data card {res.card_md} (+ {res.card_json.name}, {res.scatter_png.name}, {res.episodes_csv.name})")
+    return 0
+
+
 def cmd_tasks(ns: argparse.Namespace) -> int:
     from flrp.data.tasks import list_tasks
 
@@ -212,6 +227,17 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     i.add_argument("--cost-limit", type=float, default=10.0)
     i.add_argument("--out", default=None, help="PNG path (default <task>-cost-return.png)")
 
+    from flrp.collect.collector import BUDGET_NAMES
+
+    c = sub.add_parser("collect", help="make a DSRL-format dataset on the simulator (PPO behaviour policies; needs flrp[collect])")
+    c.add_argument("task", help="task name, e.g. BallRun or CarRun")
+    c.add_argument("--out", default="datasets", help="output directory for the .hdf5 file and its data card (default ./datasets)")
+    c.add_argument("--seed", type=int, default=0, help="collection seed (default 0); same seed and budget give the same data")
+    c.add_argument("--budget", default="small", choices=list(BUDGET_NAMES), help="training/collection budget (default small; full is the reference dataset)")
+    c.add_argument("--cost-cap", action=argparse.BooleanOptionalAction, default=True, help="drop episodes whose cost exceeds DSRL's max cost for the task, as DSRL's files do (default yes)")
+    c.add_argument("--work", default=None, help="directory for policies and episode chunks (default <out>/work-<SimId>-seed<seed>-<budget>); rerunning resumes from it")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+
     k = sub.add_parser("tasks", help="list the task registry (DSRL constants)")
     k.add_argument("--suite", default=None, choices=["bullet", "safetygym", "metadrive", "toy"])
     return parser
@@ -240,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(ns)
         if ns.command == "info":
             return cmd_info(ns)
+        if ns.command == "collect":
+            return cmd_collect(ns)
         return cmd_tasks(ns)
     except FlrpError as exc:
         print(f"flrp: error: {exc}", file=sys.stderr)
