@@ -20,6 +20,8 @@ import numpy as np
 from flrp.data.tasks import TaskSpec
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 
+PARALLEL_MIN_ENV_STEPS = 10_000
+
 __all__ = ["EpisodeStats", "EvalResult", "run_episodes", "evaluate", "evaluate_model_file"]
 
 
@@ -180,9 +182,18 @@ def evaluate_model_file(
     workers: int | None = None,
     device: str = "cpu",
 ) -> EvalResult:
-    """Evaluate a saved model, splitting episodes across ``workers`` processes (default: CPU count)."""
+    """Evaluate a saved model, splitting episodes across ``workers`` processes.
+
+    ``workers=None`` picks one process per core for long evaluations and a single process (all
+    episodes batched in lockstep) for short ones: a worker costs seconds of start-up (torch and the
+    simulator are imported in each), which only pays off beyond ~10k env steps. Measured here:
+    CarRun 20 x 200 steps, 1 process 912 env-steps/s vs 2 processes 266; CarGoal1 20 x 1000 steps,
+    303 vs 529 (1.74x).
+    """
     seeds = [seed + i for i in range(episodes)]
-    workers = max(1, min(workers or os.cpu_count() or 1, episodes))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if episodes * task.max_episode_steps >= PARALLEL_MIN_ENV_STEPS else 1
+    workers = max(1, min(workers, episodes))
     if workers == 1:
         return EvalResult.from_episodes(task, _worker(str(model_path), task.name, seeds, deterministic, device), cost_limit)
     chunks = [seeds[i::workers] for i in range(workers)]
