@@ -54,7 +54,7 @@ from flrp.nn.critics import QEnsemble
 from flrp.nn.functional import soft_update
 from flrp.nn.vae import ConditionalVAE
 
-__all__ = ["VAEQConfig", "BCQLagConfig", "BCQLag", "PerturbationActor", "double_q"]
+__all__ = ["VAEQConfig", "VAEQAlgorithm", "BCQLagConfig", "BCQLag", "PerturbationActor", "double_q"]
 
 
 @dataclass
@@ -138,8 +138,32 @@ def double_q(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q1, q2
 
 
+class VAEQAlgorithm(Algorithm):
+    """What OSRL's VAE-based Q-learners (BCQ-L, CPQ) share: their optimisers and reward/cost scaling."""
+
+    config: VAEQConfig
+
+    def _build_optimizers(self) -> None:
+        c, m = self.config, self.modules
+        # Separate Adams as in OSRL's setup_optimizers (BCQ-L and CPQ alike): the steps are sequential (the critics'
+        # targets use the VAE just updated, the actor the critics just updated). Fused Adam (as
+        # FLRP): one kernel per step instead of a loop over tensors.
+        kw = {"fused": self.device.type in ("cpu", "cuda")}
+        self.optimizers["vae"] = torch.optim.Adam(m["vae"].parameters(), lr=c.vae_lr, **kw)
+        self.optimizers["critic"] = torch.optim.Adam(m["critic"].parameters(), lr=c.critic_lr, **kw)
+        self.optimizers["cost_critic"] = torch.optim.Adam(m["cost_critic"].parameters(), lr=c.critic_lr, **kw)
+        self.optimizers["actor"] = torch.optim.Adam(m["actor"].parameters(), lr=c.actor_lr, **kw)
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
+        data = super().prepare_data(ds)
+        data["rew"] = data["rew"] * np.float32(self.config.reward_scale)
+        data["cost"] = data["cost"] * np.float32(self.config.cost_scale)
+        return data
+
+
 @register
-class BCQLag(Algorithm):
+class BCQLag(VAEQAlgorithm):
     """BCQ with a PID-Lagrangian constraint on the cost critic (OSRL's BCQL)."""
 
     name = "bcq-lag"
@@ -169,24 +193,6 @@ class BCQLag(Algorithm):
         spec = self._require_built()
         c = self.config
         return c.cost_scale * qc_threshold(c.cost_limit, c.gamma, c.episode_len or spec.max_episode_steps)
-
-    def _build_optimizers(self) -> None:
-        c, m = self.config, self.modules
-        # Separate Adams as in OSRL's setup_optimizers: the steps are sequential (the critics'
-        # targets use the VAE just updated, the actor the critics just updated). Fused Adam (as
-        # FLRP): one kernel per step instead of a loop over tensors.
-        kw = {"fused": self.device.type in ("cpu", "cuda")}
-        self.optimizers["vae"] = torch.optim.Adam(m["vae"].parameters(), lr=c.vae_lr, **kw)
-        self.optimizers["critic"] = torch.optim.Adam(m["critic"].parameters(), lr=c.critic_lr, **kw)
-        self.optimizers["cost_critic"] = torch.optim.Adam(m["cost_critic"].parameters(), lr=c.critic_lr, **kw)
-        self.optimizers["actor"] = torch.optim.Adam(m["actor"].parameters(), lr=c.actor_lr, **kw)
-
-    # ------------------------------------------------------------------ data
-    def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
-        data = super().prepare_data(ds)
-        data["rew"] = data["rew"] * np.float32(self.config.reward_scale)
-        data["cost"] = data["cost"] * np.float32(self.config.cost_scale)
-        return data
 
     # ------------------------------------------------------------------ helpers
     def _clipped_double_q_max(self, critic: nn.Module, s_rep: torch.Tensor, a_rep: torch.Tensor, batch: int) -> torch.Tensor:

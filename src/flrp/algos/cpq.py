@@ -57,9 +57,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from flrp.algos.base import Algorithm, call_frozen, register
+from flrp.algos.base import call_frozen, register
 from flrp.algos.lagrangian import qc_threshold
-from flrp.algos.bcq_lag import VAEQConfig
+from flrp.algos.bcq_lag import VAEQAlgorithm, VAEQConfig
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble
@@ -136,7 +136,7 @@ class DualVariable(nn.Module):
 
 
 @register
-class CPQ(Algorithm):
+class CPQ(VAEQAlgorithm):
     """Constraints Penalized Q-learning (OSRL's CPQ, with the paper's OOD cost penalty by default)."""
 
     name = "cpq"
@@ -170,22 +170,6 @@ class CPQ(Algorithm):
     def qc_threshold(self) -> float:
         """Level the OOD cost values are pushed to (OSRL ``CPQ.qc_thres = qc_scalar * q_thres``)."""
         return self.config.qc_scalar * self.q_threshold
-
-    def _build_optimizers(self) -> None:
-        c, m = self.config, self.modules
-        # Fused Adam (as FLRP): one kernel per optimiser step instead of a loop over tensors.
-        kw = {"fused": self.device.type in ("cpu", "cuda")}
-        self.optimizers["vae"] = torch.optim.Adam(m["vae"].parameters(), lr=c.vae_lr, **kw)
-        self.optimizers["critic"] = torch.optim.Adam(m["critic"].parameters(), lr=c.critic_lr, **kw)
-        self.optimizers["cost_critic"] = torch.optim.Adam(m["cost_critic"].parameters(), lr=c.critic_lr, **kw)
-        self.optimizers["actor"] = torch.optim.Adam(m["actor"].parameters(), lr=c.actor_lr, **kw)
-
-    # ------------------------------------------------------------------ data
-    def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
-        data = super().prepare_data(ds)
-        data["rew"] = data["rew"] * np.float32(self.config.reward_scale)
-        data["cost"] = data["cost"] * np.float32(self.config.cost_scale)
-        return data
 
     @staticmethod
     def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
