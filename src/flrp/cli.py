@@ -238,6 +238,8 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     c.add_argument("--work", default=None, help="directory for policies and episode chunks (default <out>/work-<SimId>-seed<seed>-<budget>); rerunning resumes from it")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    sub.add_parser("sweep", help="run algos x datasets x seeds on Ray and write a Table-1 style report (flrp sweep --help)", add_help=False)
+
     k = sub.add_parser("tasks", help="list the task registry (DSRL constants)")
     k.add_argument("--suite", default=None, choices=["bullet", "safetygym", "metadrive", "toy"])
     return parser
@@ -254,6 +256,11 @@ def _algo_from_argv(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:
+        # `flrp sweep ...` has its own parser (algos x datasets x seeds on Ray).
+        from flrp.benchmark.suite import sweep_main
+
+        return sweep_main(argv[1:])
     try:
         from flrp.algos.base import get_algorithm
 

@@ -1,0 +1,222 @@
+"""``flrp sweep`` on a real local Ray instance: run layout, skip-on-rerun, failures, the report.
+
+One Ray instance (2 CPUs) serves the whole module; under ``--dist loadfile`` the module stays on
+one xdist worker, so there is one instance per test session. Ray is an optional extra
+(``flrp[sweep]``): without it the module is skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Keep the test's Ray instance on loopback (Ray reads this once, at import; see flrp.benchmark.suite).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray")
+
+from flrp.benchmark.report import collect_runs, summarize, write_report  # noqa: E402
+from flrp.benchmark.suite import RunSpec, SweepSettings, expand, parse_overrides, parse_seeds, sweep_main  # noqa: E402
+from flrp.errors import FlrpError  # noqa: E402
+
+ALGOS = ("bc-all", "bc-safe")
+SEEDS = (0, 1)
+TINY = ["--datasets", "toy", "--steps", "30", "--episodes", "2", "--quiet"]
+SWEEP = ["--algos", ",".join(ALGOS), "--seeds", *map(str, SEEDS), *TINY, "--", "--hidden", "16"]
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLRP_DATA_DIR", str(tmp_path_factory.getbasetemp() / "flrp-data"))
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        # "local": never attach to some other Ray instance on the machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, object_store_memory=100 * 2**20)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    assert sweep_main(["--out", str(out), *SWEEP]) == 0
+    return out
+
+
+def _evals(out: Path, algo: str) -> list[dict]:
+    return [json.loads((out / algo / "toy" / f"seed{s}" / "eval.json").read_text()) for s in SEEDS]
+
+
+def _table_rows(md: str) -> list[list[str]]:
+    lines = md.splitlines()
+    start = lines.index("| task | algorithm | seeds | normalized reward ↑ | normalized cost ↓ | safe |") + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+# ---------------------------------------------------------------- the real sweep
+def test_every_run_has_its_own_directory_and_result(sweep_dir):
+    for algo in ALGOS:
+        for seed in SEEDS:
+            run = sweep_dir / algo / "toy" / f"seed{seed}"
+            for name in ("run.json", "model.pt", "checkpoint.pt", "eval.json", "train.log"):
+                assert (run / name).exists(), run / name
+            meta = json.loads((run / "run.json").read_text())
+            assert meta["algo"] == algo and meta["task"] == "ToyHazard"
+            assert meta["config"]["seed"] == seed and meta["config"]["steps"] == 30 and meta["config"]["hidden"] == 16
+            assert len(json.loads((run / "eval.json").read_text())["episodes"]) == 2
+            assert "flrp train --algo" in (run / "train.log").read_text()  # the run's console output
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    assert manifest["settings"] == {"steps": 30, "episodes": 2, "extra": ["--hidden", "16"]}
+    assert sorted(r["dir"] for r in manifest["runs"]) == sorted(f"{a}/toy/seed{s}" for a in ALGOS for s in SEEDS)
+    assert not list(sweep_dir.rglob("*.tmp"))
+
+
+def test_rerun_skips_finished_runs(sweep_dir, capsys):
+    models = sorted(sweep_dir.rglob("model.pt"))
+    assert len(models) == 4
+    before = {p: p.stat().st_mtime_ns for p in models}
+    assert sweep_main(["--out", str(sweep_dir), *SWEEP]) == 0
+    assert {p: p.stat().st_mtime_ns for p in models} == before  # no run trained again
+    assert "0 run(s) finished, 4 already done, 0 failed" in capsys.readouterr().out
+
+
+def test_report_matches_eval_json(sweep_dir):
+    for name in ("results.md", "results.csv", "results.png"):
+        assert (sweep_dir / name).exists(), name
+    assert (sweep_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = _table_rows((sweep_dir / "results.md").read_text())
+    assert [r[:3] for r in rows] == [["ToyHazard", a, "2"] for a in ALGOS]
+    expected = {}
+    for algo in ALGOS:
+        ev = _evals(sweep_dir, algo)
+        rew = np.array([e["norm_reward_mean"] for e in ev])
+        cost = np.array([e["norm_cost_mean"] for e in ev])
+        expected[algo] = (rew.mean(), rew.std(), cost.mean(), cost.std(), cost.mean() <= 1.0)
+    best = max((v[0] for v in expected.values() if v[4]), default=None)
+    for task, algo, _, reward, cost, verdict in rows:
+        r_mean, r_std, c_mean, c_std, safe = expected[algo]
+        assert verdict == ("safe" if safe else "unsafe")
+        assert cost == f"{c_mean:.2f} ± {c_std:.2f}"
+        plain = f"{r_mean:.2f} ± {r_std:.2f}"
+        assert reward == (f"**{plain}**" if safe and r_mean == best else plain)
+    with open(sweep_dir / "results.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert sorted((r["algo"], int(r["seed"])) for r in table) == sorted((a, s) for a in ALGOS for s in SEEDS)
+    for r in table:
+        ev = json.loads((sweep_dir / r["dir"] / "eval.json").read_text())
+        assert math.isclose(float(r["norm_reward"]), ev["norm_reward_mean"]) and math.isclose(float(r["norm_cost"]), ev["norm_cost_mean"])
+        assert r["safe"] == str(ev["safe"]) and r["task"] == "ToyHazard"
+
+
+def test_report_subcommand_rebuilds_the_report(sweep_dir, capsys):
+    (sweep_dir / "results.md").unlink()
+    assert sweep_main(["report", str(sweep_dir)]) == 0
+    assert (sweep_dir / "results.md").exists() and "results.md" in capsys.readouterr().out
+
+
+def test_a_failed_run_does_not_stop_the_others(ray_local, tmp_path, capsys):
+    broken = tmp_path / "broken.hdf5"
+    broken.write_bytes(b"not an hdf5 file")
+    out = tmp_path / "sweep"
+    code = sweep_main(["--algos", "bc-safe", "--datasets", "toy", str(broken), "--seeds", "0", *TINY[2:], "--out", str(out), "--", "--hidden", "16"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "bc-safe/broken/seed0 failed (exit 2" in err and "train.log" in err
+    assert (out / "bc-safe" / "toy" / "seed0" / "eval.json").exists()
+    assert "flrp: error:" in (out / "bc-safe" / "broken" / "seed0" / "train.log").read_text()
+    md = (out / "results.md").read_text()
+    assert "## Runs without results (1)" in md and "`bc-safe/broken/seed0`" in md
+
+
+# ---------------------------------------------------------------- no Ray needed
+def test_expand_layout_and_override_grid(tmp_path):
+    specs = expand(["bc-all", "flrp"], ["toy"], [0, 1], parse_overrides(["refine_steps=1,3"]))
+    dirs = [s.rel_dir.as_posix() for s in specs]
+    # The override applies to FLRP only; BC-All runs once per seed, without a tag.
+    assert dirs == ["bc-all/toy/seed0", "bc-all/toy/seed1", "flrp/toy/seed0/refine_steps=1", "flrp/toy/seed0/refine_steps=3", "flrp/toy/seed1/refine_steps=1", "flrp/toy/seed1/refine_steps=3"]
+    argv = specs[2].train_argv(tmp_path, SweepSettings(steps=5, episodes=0, extra=("--hidden", "8")))
+    assert argv[-4:] == ["--refine-steps", "1", "--hidden", "8"] and "--out" in argv and str(tmp_path / "flrp/toy/seed0/refine_steps=1") in argv
+    assert RunSpec.from_dict(specs[3].to_dict()) == specs[3]
+    assert parse_seeds(["0,2", "4-5"]) == [0, 2, 4, 5]
+    with pytest.raises(FlrpError, match="not a config field"):
+        expand(["bc-all"], ["toy"], [0], {"refine_steps": ["1"]})
+    with pytest.raises(FlrpError, match="no such file"):
+        expand(["bc-all"], [str(tmp_path / "missing.hdf5")], [0])
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--set", "refine_steps=three"], r"rejects the run's flags: argument --refine-steps"),
+        (["--", "--out", "elsewhere"], r"--out sets 'out' for every run"),
+        (["--", "--no-such-flag"], r"unrecognized arguments: --no-such-flag"),
+        (["--set", "nope=1"], r"--set nope: not a config field"),
+        (["--seeds", "1-0"], r"--seeds: empty range"),
+    ],
+)
+def test_bad_sweep_input_is_one_line_and_starts_nothing(extra, pattern, tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["--algos", "flrp", "--datasets", "toy", "--out", str(out), "--dry-run"]
+    if "--" in extra:
+        argv += extra
+    else:
+        argv = extra + argv
+    assert sweep_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("flrp: error:") and re.search(pattern, err), err
+    assert not out.exists()
+
+
+def test_changed_settings_are_refused(tmp_path, capsys):
+    (tmp_path / "sweep.json").write_text(json.dumps({"settings": {"steps": 30, "episodes": 2, "extra": []}, "runs": []}))
+    assert sweep_main(["--algos", "bc-all", "--datasets", "toy", "--steps", "31", "--episodes", "2", "--out", str(tmp_path), "--dry-run"]) == 2
+    assert "holds a sweep run with --steps 30 --episodes 2" in capsys.readouterr().err
+
+
+def _fake_run(root: Path, rel: str, algo: str, seed: int, reward: float, cost: float) -> None:
+    d = root / rel
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"algo": algo, "dataset": "toy", "task": "ToyHazard", "config": {"seed": seed}}))
+    (d / "eval.json").write_text(json.dumps({"task": "ToyHazard", "cost_limit": 10.0, "episodes": [{}] * 3, "norm_reward_mean": reward, "norm_cost_mean": cost, "return_mean": 0.0, "cost_mean": 10 * cost, "safe": cost <= 1}))
+
+
+def test_table_marks_safe_entries_and_bolds_the_best_safe_reward(tmp_path):
+    runs = {  # label: [(reward, cost) per seed]
+        "a": [(0.9, 1.5), (0.9, 1.3)],  # best reward, unsafe
+        "b": [(0.6, 0.5), (0.8, 1.4)],  # mean cost 0.95: safe although one seed is not; best safe reward 0.7
+        "c": [(0.5, 0.0), (0.5, 0.2)],  # safe, lower reward
+    }
+    for algo, seeds in runs.items():
+        for seed, (r, c) in enumerate(seeds):
+            _fake_run(tmp_path, f"{algo}/toy/seed{seed}", algo, seed, r, c)
+    (tmp_path / "sweep.json").write_text(json.dumps({"settings": {}, "runs": [
+        *({"dir": f"{a}/toy/seed{s}", "algo": a, "dataset": "toy", "stem": "toy", "seed": s} for a in runs for s in range(2)),
+        {"dir": "c/toy/seed2", "algo": "c", "dataset": "toy", "stem": "toy", "seed": 2},  # requested, never ran
+    ]}))
+    paths = write_report(tmp_path)
+    rows = _table_rows(paths["md"].read_text())
+    assert rows == [
+        ["ToyHazard", "a", "2", "0.90 ± 0.00", "1.40 ± 0.10", "unsafe"],
+        ["ToyHazard", "b", "2", "**0.70 ± 0.10**", "0.95 ± 0.45", "safe"],
+        ["ToyHazard", "c", "2/3", "0.50 ± 0.00", "0.10 ± 0.10", "safe"],
+    ]
+    md = paths["md"].read_text()
+    assert "| ToyHazard | 0.90 | 1.40 ✗ | **0.70** | 0.95 | 0.50 | 0.10 |" in md
+    assert "`c/toy/seed2`: not started" in md
+    groups = summarize(collect_runs(tmp_path))
+    assert [g.best for g in groups] == [False, True, False]
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
