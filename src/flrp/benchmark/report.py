@@ -124,9 +124,10 @@ class GroupSummary:
 # ---------------------------------------------------------------- collecting
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def _identify(rel: Path, run_json: dict[str, Any] | None) -> tuple[str, str, int, str] | None:
@@ -291,12 +292,12 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
     for t in tasks:
         row = [_cell(t)]
         for a in algos:
-            g = by.get((t, a))
-            if g is None or g.seeds == 0:
+            cell = by.get((t, a))
+            if cell is None or cell.seeds == 0:
                 row += ["—", "—"]
                 continue
-            r = f"{g.reward_mean:.2f}"
-            row += [f"**{r}**" if g.best else r, f"{g.cost_mean:.2f}" + ("" if g.safe else " ✗")]
+            r = f"{cell.reward_mean:.2f}"
+            row += [f"**{r}**" if cell.best else r, f"{cell.cost_mean:.2f}" + ("" if cell.safe else " ✗")]
         lines.append("| " + " | ".join(row) + " |")
 
     missing = [r for r in records if not r.evaluated]
@@ -342,6 +343,7 @@ def plot_cost_reward(groups: Sequence[GroupSummary], path: str | os.PathLike[str
     # Select the backend only when plotting, so importing flrp never changes matplotlib state.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     shown = [g for g in groups if g.seeds > 0]
     if not shown:
@@ -354,7 +356,6 @@ def plot_cost_reward(groups: Sequence[GroupSummary], path: str | os.PathLike[str
     nrows = math.ceil(len(tasks) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.8 * nrows + 0.5), dpi=120, squeeze=False, layout="constrained")
     try:
-        handles: dict[str, Any] = {}
         for ax, task in zip(axes.flat, tasks):
             mine = [g for g in shown if g.task == task]
             xs = [x for g in mine for x in (*g.cost_seeds, g.cost_mean + g.cost_std)]
@@ -364,9 +365,8 @@ def plot_cost_reward(groups: Sequence[GroupSummary], path: str | os.PathLike[str
             for g in mine:
                 marker, color = style[g.label]
                 ax.scatter(g.cost_seeds, g.reward_seeds, marker=marker, s=14, color=color, alpha=0.3, linewidths=0)
-                h = ax.errorbar(g.cost_mean, g.reward_mean, xerr=g.cost_std, yerr=g.reward_std, fmt=marker, color=color,
-                                markersize=7, capsize=3, markeredgecolor="black" if g.best else color, markeredgewidth=1.2)
-                handles.setdefault(g.label, h)
+                ax.errorbar(g.cost_mean, g.reward_mean, xerr=g.cost_std, yerr=g.reward_std, fmt=marker, color=color,
+                            markersize=7, capsize=3, markeredgecolor="black" if g.best else color, markeredgewidth=1.2)
             ax.set_xlim(min(0.0, min(xs) - 0.05), xmax)
             ax.set_title(task)
             ax.set_xlabel("normalized cost (limit 1)")
@@ -374,7 +374,10 @@ def plot_cost_reward(groups: Sequence[GroupSummary], path: str | os.PathLike[str
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(tasks):]:
             ax.set_visible(False)
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 2 * ncols), fontsize="small", frameon=False)
+        handles = [Line2D([], [], marker=style[a][0], color=style[a][1], linestyle="none", markersize=7, label=a) for a in algos]
+        handles.append(Line2D([], [], marker="o", color="white", markeredgecolor="black", markeredgewidth=1.2, linestyle="none", markersize=7, label="best safe"))
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1.0, label="cost limit"))
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 * ncols + 1), fontsize="small", frameon=False)
         if title:
             fig.suptitle(title)
         target = Path(path)

@@ -329,9 +329,12 @@ def _load_manifest(out: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise FlrpError(f"{path}: unreadable sweep manifest ({exc})") from None
+    if not isinstance(data, dict):
+        raise FlrpError(f"{path}: not a sweep manifest")
+    return data
 
 
 def _check_manifest(out: Path, settings: SweepSettings) -> dict[str, Any] | None:
@@ -450,7 +453,7 @@ def _init_ray(ray: Any, address: str | None, num_cpus: int | None) -> bool:
             # "local": a fresh instance even if another one runs on this machine; a small object
             # store, since tasks pass only argv and a small dict.
             ray.init(address="local", num_cpus=n, include_dashboard=False, object_store_memory=256 * 2**20, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # ConnectionError, AuthenticationError, ValueError, ...: all setup problems
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = f"join the Ray cluster at '{address}'" if address else "start a local Ray instance"
         hint = ""
@@ -496,17 +499,24 @@ def run_sweep(
     if not specs:
         raise FlrpError("the sweep has no runs")
     _validate_train_argv(specs, root, settings)
+    _check_manifest(root, settings)
     ray = _import_ray(local=address is None)
-    root.mkdir(parents=True, exist_ok=True)
-    _update_manifest(root, specs, settings)
     todo = [s for s in specs if run_status(root / s.rel_dir, settings.episodes) != "done"]
     result = SweepResult(out=root, total=len(specs), skipped=len(specs) - len(todo))
-    if todo:
-        if address is None and any(s.dataset == "toy" for s in todo):
-            from flrp.datasets import toy_dataset_path
+    started = _init_ray(ray, address, num_cpus) if todo else False
+    try:
+        # Only now (flags checked, Ray up) does the directory become a sweep directory.
+        root.mkdir(parents=True, exist_ok=True)
+        _update_manifest(root, specs, settings)
+        if todo:
+            if address is None and any(s.dataset == "toy" for s in todo):
+                from flrp.datasets import toy_dataset_path
 
-            toy_dataset_path()  # generate once here rather than in every worker at once
-        _dispatch(ray, todo, root, settings, result, address, num_cpus, progress)
+                toy_dataset_path()  # generate once here rather than in every worker at once
+            _dispatch(ray, todo, root, settings, result, progress)
+    finally:
+        if started:
+            ray.shutdown()
     if report:
         from flrp.benchmark.report import write_report
 
@@ -514,10 +524,10 @@ def run_sweep(
     return result
 
 
-def _dispatch(ray: Any, todo: list[RunSpec], root: Path, settings: SweepSettings, result: SweepResult, address: str | None, num_cpus: int | None, progress: bool) -> None:
+def _dispatch(ray: Any, todo: list[RunSpec], root: Path, settings: SweepSettings, result: SweepResult, progress: bool) -> None:
+    """Submit one task per run to the initialised Ray, collect results as they finish."""
     from tqdm.auto import tqdm
 
-    started = _init_ray(ray, address, num_cpus)
     bar = tqdm(total=result.total, initial=result.skipped, desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
     pending: list[Any] = []
     try:
@@ -548,8 +558,6 @@ def _dispatch(ray: Any, todo: list[RunSpec], root: Path, settings: SweepSettings
         raise
     finally:
         bar.close()
-        if started:
-            ray.shutdown()
 
 
 # ---------------------------------------------------------------- command line
@@ -612,15 +620,13 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         specs = expand(_split(ns.algos), ns.datasets, parse_seeds(ns.seeds), parse_overrides(ns.overrides))
         settings = SweepSettings(steps=ns.steps, episodes=ns.episodes, extra=tuple(extra))
         out = Path(ns.out).expanduser().resolve()
+        _validate_train_argv(specs, out, settings)
+        _check_manifest(out, settings)
         if ns.dry_run:
-            _validate_train_argv(specs, out, settings)
-            _check_manifest(out, settings)
             for s in specs:
                 print(f"[{run_status(out / s.rel_dir, settings.episodes)}] flrp {shlex.join(s.train_argv(out, settings))}")
             print(f"flrp: sweep: {len(specs)} runs (dry run, nothing started)")
             return 0
-        _validate_train_argv(specs, out, settings)
-        _check_manifest(out, settings)
         status = [run_status(out / s.rel_dir, settings.episodes) for s in specs]
         names = {"done": "done", "partial": "to resume", "new": "new"}
         counts = ", ".join(f"{status.count(k)} {v}" for k, v in names.items() if status.count(k))
