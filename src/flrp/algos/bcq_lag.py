@@ -143,6 +143,13 @@ class VAEQAlgorithm(Algorithm):
 
     config: VAEQConfig
 
+    def _osrl_vae(self, spec: DataSpec) -> ConditionalVAE:
+        """OSRL's VAE (``osrl/common/net.py:VAE``): latent 2 * act_dim, log-std in [-4, 15], prior
+        samples clipped to +-0.5, two hidden layers of ``vae_hidden``."""
+        c = self.config
+        Z = c.latent_dim or 2 * spec.act_dim
+        return ConditionalVAE(spec.obs_dim, spec.act_dim, Z, hidden=(c.vae_hidden, c.vae_hidden), log_std_bounds=(-4.0, 15.0), latent_clip=0.5)
+
     def _build_optimizers(self) -> None:
         c, m = self.config, self.modules
         # Separate Adams as in OSRL's setup_optimizers (BCQ-L and CPQ alike): the steps are sequential (the critics'
@@ -176,9 +183,8 @@ class BCQLag(VAEQAlgorithm):
     def _build(self, spec: DataSpec) -> None:
         c = self.config
         S, A, H = spec.obs_dim, spec.act_dim, c.hidden_sizes
-        Z = c.latent_dim or 2 * A
         m = self.modules
-        m["vae"] = ConditionalVAE(S, A, Z, hidden=(c.vae_hidden, c.vae_hidden), log_std_bounds=(-4.0, 15.0), latent_clip=0.5)
+        m["vae"] = self._osrl_vae(spec)
         m["actor"] = PerturbationActor(S, A, H, c.phi)
         # One batched ensemble per critic: members [0, num_q) are OSRL's Q1 nets, the rest Q2.
         m["critic"] = QEnsemble(S, A, H, ensemble=2 * c.num_q)

@@ -65,7 +65,6 @@ from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble
 from flrp.nn.functional import soft_update
 from flrp.nn.mlp import MLP
-from flrp.nn.vae import ConditionalVAE
 
 __all__ = ["CPQConfig", "CPQ", "SquashedGaussianActor"]
 
@@ -149,9 +148,8 @@ class CPQ(VAEQAlgorithm):
     def _build(self, spec: DataSpec) -> None:
         c = self.config
         S, A, H = spec.obs_dim, spec.act_dim, c.hidden_sizes
-        Z = c.latent_dim or 2 * A
         m = self.modules
-        m["vae"] = ConditionalVAE(S, A, Z, hidden=(c.vae_hidden, c.vae_hidden), log_std_bounds=(-4.0, 15.0), latent_clip=0.5)
+        m["vae"] = self._osrl_vae(spec)
         m["actor"] = SquashedGaussianActor(S, A, H)
         m["critic"] = QEnsemble(S, A, H, ensemble=c.num_q)
         m["cost_critic"] = QEnsemble(S, A, H, ensemble=c.num_qc)
