@@ -43,20 +43,18 @@ def test_defaults_are_the_papers():
 
 def test_update_trains_every_network_and_only_soft_updates_targets(dataset):
     algo = FLRP(tiny(tau=0.1), device="cpu")
-    before = {k: params_of(algo, k) for k in []}
     algo.fit(dataset, steps=1, progress=False)
     before = {k: params_of(algo, k) for k in algo.modules}
     algo.fit(dataset, steps=4, progress=False)
     for k in algo.modules:
         assert not torch.equal(before[k], params_of(algo, k)) or k == "prior" and algo.config.prior == "gaussian", k
-    # every parameter tensor of every trained module moved
+    # every parameter stays finite
     for name, mod in algo.modules.items():
         for pname, p in mod.named_parameters():
             assert torch.isfinite(p).all(), (name, pname)
     # targets follow by Polyak averaging only
     src, tgt = params_of(algo, "q_h"), params_of(algo, "q_h_target")
     assert not torch.equal(src, tgt)
-    torch.testing.assert_close(tgt, tgt)  # finite and same shape
     assert all(not p.requires_grad for p in algo.modules["q_h_target"].parameters())
 
 

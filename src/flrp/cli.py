@@ -69,7 +69,7 @@ def _set_threads(n: int) -> None:
 
 def cmd_train(ns: argparse.Namespace, config_cls: type, algo_cls: type) -> int:
     from flrp.datasets import resolve_dataset
-    from flrp.io import write_json, write_text
+    from flrp.io import write_json
 
     _set_threads(ns.threads)
     ds, task = resolve_dataset(ns.dataset, ns.task)

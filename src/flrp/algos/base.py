@@ -99,7 +99,6 @@ def call_frozen(module: nn.Module, *args: Any, method: str = "forward") -> Any:
     """
     params = {n: p.detach() for n, p in module.named_parameters()}
     buffers = dict(module.named_buffers())
-    fn = getattr(module, method) if method != "forward" else module
     if method == "forward":
         return torch.func.functional_call(module, {**params, **buffers}, args)
     # functional_call only dispatches forward; route other methods through a tiny shim.
