@@ -4,6 +4,11 @@ Prints, on one intra-op thread by default: steps/s, FLOPs per step (torch FlopCo
 achieved GFLOP/s, and the same for a plain MLP (3 hidden layers of 256, batch 512, Adam) as the
 machine's practical ceiling for this kind of work. Not a test: nothing is asserted.
 
+GPU estimate (no GPU here): an eager-mode training loop on a GPU is bound by the host issuing
+its ops when the arithmetic is small. The script counts the ops of one step and times the same
+step at batch 8 on this CPU, where the arithmetic is negligible: that time is the host-side cost
+a GPU run pays per step at least. The estimate is max(that, FLOPs / --gpu-tflops).
+
     python benchmarks/bench_update.py [--algos flrp bc-all] [--seconds 10] [--threads 1]
 """
 
@@ -77,9 +82,27 @@ def plain_mlp_step(obs_dim: int, act_dim: int, batch: int, device: torch.device)
     return step
 
 
-def algo_step(name: str, ds: OfflineDataset, device: torch.device):
+def count_ops(step_fn) -> int:
+    """Compute ops dispatched by one step (views excluded): about the kernels a GPU would launch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not getattr(func, "is_view", False):
+                Counter.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        step_fn()
+    return Counter.n
+
+
+def algo_step(name: str, ds: OfflineDataset, device: torch.device, batch_size: int | None = None):
     cls = get_algorithm(name)
-    algo = cls(cls.Config(), device=device)
+    cfg = cls.Config() if batch_size is None else cls.Config(batch_size=batch_size)
+    algo = cls(cfg, device=device)
     algo.fit(ds, steps=1, progress=False)
     data = algo._to_device(algo.prepare_data(ds))
 
@@ -98,6 +121,10 @@ def main() -> None:
     p.add_argument("--obs-dim", type=int, default=72, help="default: CarCircle's observation width")
     p.add_argument("--act-dim", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--gpu-estimate", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time each step at batch 8 (pure per-op host overhead) and estimate a GPU run")
+    p.add_argument("--gpu-tflops", type=float, default=10.0,
+                   help="fp32 rate assumed for a GPU at these small shapes (TFLOP/s; ~half an A100's peak)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -116,6 +143,14 @@ def main() -> None:
         flops, rate = count_flops(step), time_steps(step, args.seconds)
         g = flops * rate / 1e9
         print(f"{name:<18} {rate:8.1f} steps/s  {flops / 1e9:7.3f} GFLOP/step  {g:6.1f} GFLOP/s  = {g / mm:.2f} of matmul, {g / ref_gflops:.2f} x the plain MLP; 1e6 steps ~ {1e6 / rate / 3600:.1f} h")
+        if args.gpu_estimate:
+            ops = count_ops(step)
+            tiny = algo_step(name, ds, device, batch_size=8)
+            host = 1.0 / time_steps(tiny, args.seconds / 2)  # s/step with ~no arithmetic: dispatch overhead
+            gpu = max(host, flops / (args.gpu_tflops * 1e12))
+            print(f"{'':<18} {ops} ops/step, {host * 1e6 / ops:.1f} us host overhead per op (batch-8 step {host * 1e3:.2f} ms); "
+                  f"GPU estimate (eager, host-bound unless FLOPs dominate at {args.gpu_tflops:g} TFLOP/s): "
+                  f"{gpu * 1e3:.2f} ms/step, 1e6 steps ~ {1e6 * gpu / 3600:.1f} h")
 
 
 if __name__ == "__main__":

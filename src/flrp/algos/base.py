@@ -30,6 +30,7 @@ from flrp.logging import MetricsLogger
 __all__ = ["AlgoConfig", "Algorithm", "register", "get_algorithm", "ALGORITHMS", "resolve_device", "call_frozen"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SAMPLE_BLOCK = 256  # minibatch index draws per host-to-device copy (see Algorithm.sample_batch)
 MODEL_NAME = "model.pt"
 
 
@@ -135,6 +136,9 @@ class Algorithm(abc.ABC):
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._sampler_gen = torch.Generator()
+        self._idx_block: torch.Tensor | None = None  # see sample_batch
+        self._idx_block_state: torch.Tensor | None = None
+        self._idx_pos = self._idx_skip = self._idx_size = 0
         self._noise_gen = torch.Generator(device=self.device)
         self._data_fingerprint: str | None = None
 
@@ -148,7 +152,7 @@ class Algorithm(abc.ABC):
         for m in self.modules.values():
             m.to(self.device)
         self._build_optimizers()
-        self._sampler_gen.manual_seed(self.config.seed + 1)
+        self._set_sampler_state({"state": torch.Generator().manual_seed(self.config.seed + 1).get_state(), "pos": 0})
         self._noise_gen.manual_seed(self.config.seed + 2)
 
     @abc.abstractmethod
@@ -189,12 +193,36 @@ class Algorithm(abc.ABC):
         return {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
 
     def sample_batch(self, data: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-        """Uniform sampling with replacement (OSRL/FISOR practice), from a CPU generator so that
-        the stream is identical on every device and restorable from a checkpoint."""
+        """Uniform sampling with replacement (OSRL/FISOR practice).
+
+        Indices come from a CPU generator, so the stream is the same on every device and
+        restorable from a checkpoint. They are drawn ``SAMPLE_BLOCK`` steps at a time and moved
+        to the device in one (pinned, asynchronous) copy, so a CUDA training loop has no per-step
+        host-device transfer; on CPU a block draws exactly the numbers of per-step draws."""
         size = next(iter(data.values())).shape[0]
-        idx = torch.randint(size, (self.config.batch_size,), generator=self._sampler_gen)
-        idx = idx.to(self.device, non_blocking=True)
+        blk = self._idx_block
+        if blk is None or self._idx_pos >= blk.shape[0] or self._idx_size != size or blk.shape[1] != self.config.batch_size:
+            self._idx_block_state = self._sampler_gen.get_state()
+            cpu = torch.randint(size, (SAMPLE_BLOCK, self.config.batch_size), generator=self._sampler_gen)
+            if self.device.type == "cuda":
+                cpu = cpu.pin_memory()
+            self._idx_block, self._idx_size = cpu.to(self.device, non_blocking=True), size
+            self._idx_pos, self._idx_skip = self._idx_skip, 0
+        idx = self._idx_block[self._idx_pos]
+        self._idx_pos += 1
         return {k: v.index_select(0, idx) for k, v in data.items()}
+
+    def _sampler_state(self) -> dict[str, Any]:
+        """The sampler's position: the generator state at the current block's start + steps used."""
+        if self._idx_block is None or self._idx_pos >= self._idx_block.shape[0]:
+            return {"state": self._sampler_gen.get_state(), "pos": 0}
+        return {"state": self._idx_block_state, "pos": self._idx_pos}
+
+    def _set_sampler_state(self, saved: Any) -> None:
+        if isinstance(saved, torch.Tensor):  # checkpoints of flrp 0.1: the generator state alone
+            saved = {"state": saved, "pos": 0}
+        self._sampler_gen.set_state(saved["state"])
+        self._idx_block, self._idx_pos, self._idx_skip = None, 0, int(saved["pos"])
 
     # ------------------------------------------------------------------ learning
     @abc.abstractmethod
@@ -211,6 +239,21 @@ class Algorithm(abc.ABC):
 
     def reset(self) -> None:
         """Called at the start of every evaluation episode (stateful policies override)."""
+
+    @contextlib.contextmanager
+    def seeded_noise(self, seed: int) -> Iterator[None]:
+        """Draw acting noise from a stream fixed by ``(config.seed, seed)`` alone.
+
+        Evaluation runs its episodes in fixed groups, each inside this context seeded by the
+        group's first episode seed, so stochastic evaluation gives the same numbers whatever ran
+        before and however the groups are spread over processes. The training noise stream is
+        restored afterwards (exact resume is unaffected)."""
+        state = self._noise_gen.get_state()
+        self._noise_gen.manual_seed((self.config.seed * 1_000_003 + int(seed) * 7_919 + 3) % (2**63))
+        try:
+            yield
+        finally:
+            self._noise_gen.set_state(state)
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
@@ -327,7 +370,7 @@ class Algorithm(abc.ABC):
         }
         if with_training_state:
             payload["optimizers"] = {k: o.state_dict() for k, o in self.optimizers.items()}
-            payload["rng"] = {"sampler": self._sampler_gen.get_state(), "noise": self._noise_gen.get_state()}
+            payload["rng"] = {"sampler": self._sampler_state(), "noise": self._noise_gen.get_state()}
             payload["data_fingerprint"] = self._data_fingerprint
         return payload
 
@@ -367,7 +410,7 @@ class Algorithm(abc.ABC):
         if "optimizers" in payload:
             for k, o in self.optimizers.items():
                 o.load_state_dict(payload["optimizers"][k])
-            self._sampler_gen.set_state(payload["rng"]["sampler"])
+            self._set_sampler_state(payload["rng"]["sampler"])
             self._noise_gen.set_state(payload["rng"]["noise"].to(self._noise_gen.get_state().device))
             self._data_fingerprint = payload.get("data_fingerprint")
 

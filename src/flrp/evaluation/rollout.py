@@ -2,13 +2,14 @@
 
 ``evaluate`` runs N episodes, each reset with its own seed (seed, seed+1, ...), up to the task's
 episode length, reading the cost from ``info["cost"]``. Episodes run in lockstep so the policy's
-forward pass is batched across them; with ``workers > 1`` the episodes are split across processes
-(each loads the saved model). Nothing here selects checkpoints: evaluation only reports.
+forward pass is batched across them; episodes run in fixed groups (``EVAL_GROUP``) that may be
+spread over processes without changing the numbers. Nothing here selects checkpoints: evaluation only reports.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 from dataclasses import asdict, dataclass
@@ -144,16 +145,46 @@ def run_episodes(policy: Any, task: TaskSpec, seeds: list[int], deterministic: b
             env.close()
 
 
-def _worker(model_path: str, task_name: str, seeds: list[int], deterministic: bool | None, device: str) -> list[EpisodeStats]:
-    import torch
+# Episodes are evaluated in fixed groups of this many seeds, each group in lockstep and with its
+# own acting-noise stream (Algorithm.seeded_noise), so results do not depend on how many processes
+# share the work. 5 keeps the policy's forward pass batched and splits the usual 10 or 20 episodes
+# evenly over 2 cores.
+EVAL_GROUP = 5
 
-    from flrp.algos.base import Algorithm
+
+def _groups(seeds: list[int]) -> list[list[int]]:
+    return [seeds[i : i + EVAL_GROUP] for i in range(0, len(seeds), EVAL_GROUP)]
+
+
+def _run_group(policy: Any, task: TaskSpec, seeds: list[int], deterministic: bool) -> list[EpisodeStats]:
+    noise = policy.seeded_noise(seeds[0]) if hasattr(policy, "seeded_noise") else contextlib.nullcontext()
+    with noise:
+        return run_episodes(policy, task, seeds, deterministic)
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+def _load(model_path: str, device: str) -> Any:
+    """The saved model, loaded once per process."""
+    key = (model_path, device)
+    if key not in _LOADED:
+        import torch
+
+        from flrp.algos.base import Algorithm
+
+        torch.set_num_threads(1)
+        _LOADED.clear()
+        _LOADED[key] = Algorithm.load(model_path, device=device)
+    return _LOADED[key]
+
+
+def _worker(model_path: str, task_name: str, seeds: list[int], deterministic: bool | None, device: str) -> list[EpisodeStats]:
     from flrp.data.tasks import get_task
 
-    torch.set_num_threads(1)
-    algo = Algorithm.load(model_path, device=device)
+    algo = _load(model_path, device)
     det = algo.eval_deterministic if deterministic is None else deterministic
-    return run_episodes(algo, get_task(task_name), seeds, det)
+    return _run_group(algo, get_task(task_name), seeds, det)
 
 
 def evaluate(
@@ -164,12 +195,25 @@ def evaluate(
     cost_limit: float = 10.0,
     deterministic: bool | None = None,
 ) -> EvalResult:
-    """Evaluate an in-memory policy in one process (episodes batched in lockstep).
+    """Evaluate an in-memory policy in this process (the same groups and numbers as
+    :func:`evaluate_model_file` on its saved copy).
 
     ``deterministic=None`` uses the policy's own convention (``eval_deterministic``)."""
     seeds = [seed + i for i in range(episodes)]
     det = getattr(policy, "eval_deterministic", True) if deterministic is None else deterministic
-    return EvalResult.from_episodes(task, run_episodes(policy, task, seeds, det), cost_limit)
+    out = [e for g in _groups(seeds) for e in _run_group(policy, task, g, det)]
+    return EvalResult.from_episodes(task, out, cost_limit)
+
+
+def _mp_context(device: str) -> mp.context.BaseContext:
+    """fork on CPU where available (no start-up: torch, the simulator and flrp are already
+    imported, as PyTorch's own DataLoader workers do); spawn for CUDA, which cannot be forked."""
+    if device.startswith("cpu") and "fork" in mp.get_all_start_methods():
+        import torch
+
+        if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+            return mp.get_context("fork")
+    return mp.get_context("spawn")
 
 
 def evaluate_model_file(
@@ -182,23 +226,37 @@ def evaluate_model_file(
     workers: int | None = None,
     device: str = "cpu",
 ) -> EvalResult:
-    """Evaluate a saved model, splitting episodes across ``workers`` processes.
+    """Evaluate a saved model, spreading its groups of episodes over ``workers`` processes.
 
-    ``workers=None`` picks one process per core for long evaluations and a single process (all
-    episodes batched in lockstep) for short ones: a worker costs seconds of start-up (torch and the
-    simulator are imported in each), which only pays off beyond ~10k env steps. Measured here:
-    CarRun 20 x 200 steps, 1 process 912 env-steps/s vs 2 processes 266; CarGoal1 20 x 1000 steps,
-    303 vs 529 (1.74x).
+    This process takes a share itself; the others are forked (on CPU) after the model and the
+    simulator are loaded here, so a worker starts in milliseconds. ``workers=None`` uses one
+    process per core when the evaluation has at least 10k env steps, else this process only.
+    The numbers are the same for any ``workers`` (see ``EVAL_GROUP``).
     """
     seeds = [seed + i for i in range(episodes)]
+    groups = _groups(seeds)
     if workers is None:
         workers = (os.cpu_count() or 1) if episodes * task.max_episode_steps >= PARALLEL_MIN_ENV_STEPS else 1
-    workers = max(1, min(workers, episodes))
+    workers = max(1, min(workers, len(groups)))
+    args = (str(model_path), task.name, deterministic, device)
+    _load(str(model_path), device)  # load (and import the simulator's deps) before forking
+    from flrp.envs import make
+
+    make(task.name).close()
+    shares = [groups[i::workers] for i in range(workers)]
+    results: dict[int, EpisodeStats] = {}
     if workers == 1:
-        return EvalResult.from_episodes(task, _worker(str(model_path), task.name, seeds, deterministic, device), cost_limit)
-    chunks = [seeds[i::workers] for i in range(workers)]
-    ctx = mp.get_context("spawn")  # fork after torch threads started is unsafe
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        parts = list(pool.map(_worker, [str(model_path)] * workers, [task.name] * workers, chunks, [deterministic] * workers, [device] * workers))
-    by_seed = {e.seed: e for part in parts for e in part}
-    return EvalResult.from_episodes(task, [by_seed[s] for s in seeds], cost_limit)
+        parts = [_worker(args[0], args[1], g, args[2], args[3]) for g in shares[0]]
+    else:
+        with cf.ProcessPoolExecutor(max_workers=workers - 1, mp_context=_mp_context(device)) as pool:
+            futures = [pool.submit(_worker_share, *args, share) for share in shares[1:]]
+            parts = [_worker(args[0], args[1], g, args[2], args[3]) for g in shares[0]]
+            for f in futures:
+                parts += f.result()
+    for part in parts:
+        results.update({e.seed: e for e in part})
+    return EvalResult.from_episodes(task, [results[s] for s in seeds], cost_limit)
+
+
+def _worker_share(model_path: str, task_name: str, deterministic: bool | None, device: str, share: list[list[int]]) -> list[list[EpisodeStats]]:
+    return [_worker(model_path, task_name, g, deterministic, device) for g in share]
