@@ -26,6 +26,7 @@ from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
 from flrp.io import atomic_path, write_json
 from flrp.logging import MetricsLogger
+from flrp.runtime import tune_allocator
 
 __all__ = ["AlgoConfig", "Algorithm", "register", "get_algorithm", "ALGORITHMS", "resolve_device", "call_frozen"]
 
@@ -304,6 +305,8 @@ class Algorithm(abc.ABC):
         total = int(steps if steps is not None else self.config.steps)
         if total <= 0:
             raise FlrpError(f"--steps must be positive, got {total}")
+        if self.device.type == "cpu":
+            tune_allocator()
         run = Path(run_dir) if run_dir is not None else None
         fingerprint = _fingerprint(dataset)
         if not self.built:

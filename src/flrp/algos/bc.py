@@ -58,7 +58,8 @@ class BC(Algorithm):
             if not keep.any():
                 raise FlrpError(f"{ds.source}: no episode has cost <= {self.config.cost_limit}; BC-Safe has nothing to clone")
             ds = ds.select_episodes(keep)
-        return super().prepare_data(ds)
+        data = super().prepare_data(ds)
+        return {"obs": data["obs"], "act": data["act"]}  # all BC reads: sampling gathers only these
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = (self.modules["actor"](batch["obs"]) - batch["act"]).square().mean()

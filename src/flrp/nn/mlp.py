@@ -73,5 +73,5 @@ class EnsembleMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if i < len(self.layers) - 1:
-                h = torch.relu(h)
+                h = h.relu_()  # in place: baddbmm's backward does not need its output
         return h
