@@ -144,8 +144,8 @@ def main() -> None:
         g = flops * rate / 1e9
         print(f"{name:<18} {rate:8.1f} steps/s  {flops / 1e9:7.3f} GFLOP/step  {g:6.1f} GFLOP/s  = {g / mm:.2f} of matmul, {g / ref_gflops:.2f} x the plain MLP; 1e6 steps ~ {1e6 / rate / 3600:.1f} h")
         if args.gpu_estimate:
-            ops = count_ops(step)
             tiny = algo_step(name, ds, device, batch_size=8)
+            ops = count_ops(tiny)  # one pass per step, as on a GPU (CPU CDT splits big batches)
             host = 1.0 / time_steps(tiny, args.seconds / 2)  # s/step with ~no arithmetic: dispatch overhead
             gpu = max(host, flops / (args.gpu_tflops * 1e12))
             print(f"{'':<18} {ops} ops/step, {host * 1e6 / ops:.1f} us host overhead per op (batch-8 step {host * 1e3:.2f} ms); "

@@ -12,6 +12,7 @@ import torch
 from flrp.algos import Algorithm
 from flrp.algos.cdt import CDT, CDTConfig, default_target_return
 from flrp.data.dataset import OfflineDataset
+from flrp.data.spec import DataSpec
 from flrp.data.sequences import (
     cost_sample_weights,
     fit_frontier,
@@ -24,7 +25,7 @@ from flrp.data.sequences import (
     sequence_arrays,
     to_go,
 )
-from flrp.nn.transformer import CausalTransformer
+from flrp.nn.transformer import CausalTransformer, Dropout, dropout_multiplier
 
 TINY = dict(embed_dim=16, num_layers=1, num_heads=2, seq_len=4, batch_size=32, warmup_steps=2)
 
@@ -192,6 +193,69 @@ def test_right_padding_does_not_change_real_outputs():
     torch.testing.assert_close(net(y)[:, :4], net(x)[:, :4])
 
 
+def test_dropout_multiplier_is_unbiased_and_seeded():
+    torch.manual_seed(3)
+    m = dropout_multiplier((400, 500), 0.1, torch.device("cpu"))
+    q = 1 - 6554 / 65536  # p rounded to 16 bits
+    assert m.unique().tolist() == [0.0, pytest.approx(1 / q)]
+    assert abs((m == 0).float().mean().item() - 0.1) < 0.003  # 200k draws: sd 0.0007
+    assert abs(m.mean().item() - 1.0) < 0.004
+    torch.manual_seed(3)
+    assert torch.equal(m, dropout_multiplier((400, 500), 0.1, torch.device("cpu")))
+    assert torch.equal(dropout_multiplier((3, 4), 0.0, torch.device("cpu")), torch.ones(3, 4))
+    assert torch.equal(dropout_multiplier((3, 4), 1.0, torch.device("cpu")), torch.zeros(3, 4))
+    drop = Dropout(0.5)
+    x = torch.randn(64, 8)
+    assert not torch.equal(drop(x), x)
+    assert torch.equal(drop.eval()(x), x)  # identity in eval mode
+
+
+def test_attention_paths_and_output_subset_agree():
+    """The written-out training attention (used when dropout is active) equals the fused kernel
+    used otherwise, and computing only some positions' outputs gives the same features and
+    gradients as computing all of them."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 12, 16, dtype=torch.float64)
+    wanted = torch.tensor([2, 3, 6, 7, 10, 11])
+    fused = CausalTransformer(16, 2, 2, 0.0, 0.0, 0.0).double().train()
+    written = CausalTransformer(16, 2, 2, 1e-9, 1e-9, 1e-9).double().train()  # active, drops nothing
+    written.load_state_dict(fused.state_dict())
+    assert written.blocks[0].attn.attn_drop.active
+    for outputs in (None, wanted):
+        torch.testing.assert_close(written(x, outputs=outputs), fused(x, outputs=outputs))
+    full = fused(x)
+    part = fused(x, outputs=wanted)
+    torch.testing.assert_close(part, full[:, wanted])
+    grads = []
+    for out in (full[:, wanted], part):
+        fused.zero_grad()
+        (out * torch.linspace(-1, 1, 16, dtype=torch.float64)).sum().backward(retain_graph=True)
+        grads.append(torch.cat([p.grad.flatten() for p in fused.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_cdt_network_needs_no_mask_for_right_padding(dataset):
+    algo = CDT(tiny(seq_len=5), device="cpu")
+    algo.fit(dataset, steps=1, progress=False)
+    net = algo.modules["model"].eval()
+    B, T = 2, 5
+    g = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(B, T, dataset.observations.shape[1], generator=g), torch.randn(B, T, 2, generator=g)
+    rtg, ctg = torch.randn(B, T, generator=g), torch.randn(B, T, generator=g)
+    ts = torch.arange(T).expand(B, T)
+    with torch.no_grad():
+        mu, log_std, cost = net(obs, act, rtg, ctg, ts)
+        garbage = [t.clone() for t in (obs, act, rtg, ctg)]
+        for t in garbage:
+            t[:, 3:] = 1e3  # steps 3, 4 are padding
+        mu_p, log_std_p, cost_p = net(*garbage, ts)
+        mu_s, _, _ = net(obs[:, :3], act[:, :3], rtg[:, :3], ctg[:, :3], ts[:, :3])
+    torch.testing.assert_close(mu_p[:, :3], mu[:, :3])
+    torch.testing.assert_close(cost_p[:, :3], cost[:, :3])
+    torch.testing.assert_close(mu_s, mu[:, :3])
+    assert torch.isfinite(mu_p).all() and torch.isfinite(log_std_p).all()
+
+
 # ---------------------------------------------------------------------------- algorithm
 def test_defaults_are_osrls():
     c = CDTConfig()
@@ -220,6 +284,39 @@ def test_update_moves_parameters_and_metrics_are_finite(dataset):
         assert key in row
     assert row["train/lr"] == pytest.approx(1e-4)  # warm-up (2 steps) is over
     assert algo.augmentation is not None and len(algo.augmentation) > 0
+
+
+@pytest.mark.parametrize("stochastic", [True, False])
+def test_micro_batches_give_the_full_batch_update(dataset, stochastic):
+    """Gradients summed over micro-batches equal the one-pass gradient (no dropout, so that the
+    two runs see the same computation); the micro-batch size changes only float rounding."""
+    kw = dict(attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0, stochastic=stochastic)
+    runs = {}
+    for mb in (32, 5):  # batch 32: one pass, or 7 passes (the last one short)
+        algo = CDT(tiny(micro_batch=mb, **kw), device="cpu")
+        assert algo.micro_batch_size(32) == mb
+        hist = algo.fit(dataset, steps=3, log_every=1, progress=False)
+        runs[mb] = (algo.parameters_vector(), hist[-1])
+    (p_full, m_full), (p_micro, m_micro) = runs[32], runs[5]
+    fresh = CDT(tiny(**kw), device="cpu")
+    fresh.build(DataSpec.from_dataset(dataset, True))
+    assert (p_full - fresh.parameters_vector()).abs().max() > 1e-4  # the steps moved the weights
+    torch.testing.assert_close(p_micro, p_full, rtol=1e-5, atol=1e-6)
+    assert m_micro.keys() == m_full.keys()
+    for k in m_full:
+        assert m_micro[k] == pytest.approx(m_full[k], rel=1e-4, abs=1e-6), k
+
+
+def test_same_seed_same_numbers(dataset):
+    a, b = CDT(tiny(), device="cpu"), CDT(tiny(), device="cpu")  # dropout on, micro-batches of 128 > batch
+    ha = a.fit(dataset, steps=3, log_every=1, progress=False)
+    hb = b.fit(dataset, steps=3, log_every=1, progress=False)
+    assert torch.equal(a.parameters_vector(), b.parameters_vector()) and ha == hb
+    c = CDT(tiny(micro_batch=8), device="cpu")  # dropout over several passes: still reproducible
+    d = CDT(tiny(micro_batch=8), device="cpu")
+    c.fit(dataset, steps=3, progress=False)
+    d.fit(dataset, steps=3, progress=False)
+    assert torch.equal(c.parameters_vector(), d.parameters_vector())
 
 
 def test_warmup_and_deterministic_head(dataset):
@@ -276,11 +373,12 @@ def test_save_load_gives_identical_actions(dataset, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
-def test_resume_from_checkpoint_is_bit_exact(dataset, tmp_path):
-    full = CDT(tiny(), device="cpu")
+@pytest.mark.parametrize("micro_batch", [None, 12])  # one pass, or three passes per step
+def test_resume_from_checkpoint_is_bit_exact(dataset, tmp_path, micro_batch):
+    full = CDT(tiny(micro_batch=micro_batch), device="cpu")
     full.fit(dataset, steps=8, progress=False)
-    CDT(tiny(), device="cpu").fit(dataset, steps=4, run_dir=tmp_path / "run", checkpoint_every=4, progress=False)
-    resumed = CDT(tiny(), device="cpu")
+    CDT(tiny(micro_batch=micro_batch), device="cpu").fit(dataset, steps=4, run_dir=tmp_path / "run", checkpoint_every=4, progress=False)
+    resumed = CDT(tiny(micro_batch=micro_batch), device="cpu")
     resumed.fit(dataset, steps=8, run_dir=tmp_path / "run", checkpoint_every=4, progress=False)
     assert resumed.step == 8
     assert torch.equal(full.parameters_vector(), resumed.parameters_vector())

@@ -85,8 +85,11 @@ def dropout_multiplier(shape: torch.Size | tuple[int, ...], p: float, device: to
         return torch.zeros(shape, device=device, dtype=dtype)
     words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_(-(2**63), None)
     bits = words.view(torch.int16)[:n].view(shape)  # uniform on [-2^15, 2^15)
-    keep = bits >= drop - (1 << (_DROP_BITS - 1))
-    return keep.to(dtype).mul_((1 << _DROP_BITS) / ((1 << _DROP_BITS) - drop))
+    threshold = drop - (1 << (_DROP_BITS - 1))  # P(bits < threshold) = drop / 2^16
+    # keep = (bits >= threshold) as 0/1, computed in float (exact for integers; a bool compare
+    # and conversion take several times longer on CPU)
+    keep = bits.to(torch.float32).sub_(threshold - 1).clamp_(0.0, 1.0)
+    return keep.mul_((1 << _DROP_BITS) / ((1 << _DROP_BITS) - drop)).to(dtype)
 
 
 class Dropout(nn.Module):
@@ -115,7 +118,9 @@ class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with dropout on the attention weights.
 
     ``mask`` (optional, boolean, True = may attend, (L, L) or (B, 1, L, L)) replaces the causal
-    mask, e.g. :func:`attention_mask` with a key-padding mask.
+    mask, e.g. :func:`attention_mask` with a key-padding mask. ``queries`` (optional, (Lq,) long,
+    ascending positions) computes the outputs of those positions only (keys and values still come
+    from every position); the result is then (B, Lq, E).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, attention_dropout: float = 0.0) -> None:
@@ -128,28 +133,41 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim)
         self.attn_drop = Dropout(attention_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, queries: torch.Tensor | None = None) -> torch.Tensor:
         B, L, E = x.shape
         H, D = self.num_heads, self.head_dim
-        qkv = self.qkv(x).view(B, L, 3, H, D)
+        if queries is None:
+            Lq = L
+            q, k, v = self.qkv(x).view(B, L, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D) views
+        else:
+            Lq = queries.shape[0]
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x.index_select(1, queries), w[:E], b[:E]).view(B, Lq, H, D).transpose(1, 2)
+            k, v = F.linear(x, w[E:], b[E:]).view(B, L, 2, H, D).permute(2, 0, 3, 1, 4).unbind(0)
+            keys = torch.arange(L, device=x.device)
+            mask = keys <= queries[:, None] if mask is None else mask[..., queries, :]  # (Lq, L) or (B, 1, Lq, L)
         if not self.attn_drop.active:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D) views
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         else:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, B * H, L, D).unbind(0)  # one copy
+            # (B*H, len, D) operands for baddbmm/bmm: one copy each
+            q, k, v = q.reshape(B * H, Lq, D), k.reshape(B * H, L, D), v.reshape(B * H, L, D)
             if mask is None:
                 bias = _causal_bias(L, x.device, x.dtype)
             else:
                 bias = torch.zeros(mask.shape, device=x.device, dtype=x.dtype).masked_fill_(~mask, float("-inf"))
-                bias = bias.expand(B, H, L, L).reshape(B * H, L, L)
-            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=1.0 / math.sqrt(D))  # (B*H, L, L)
+                if bias.dim() > 2:
+                    bias = bias.expand(B, H, Lq, L).reshape(B * H, Lq, L)
+            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=1.0 / math.sqrt(D))  # (B*H, Lq, L)
             weights = self.attn_drop(torch.softmax(scores, dim=-1))
-            out = torch.bmm(weights, v).view(B, H, L, D)
-        return self.proj(out.transpose(1, 2).reshape(B, L, E))
+            out = torch.bmm(weights, v).view(B, H, Lq, D)
+        return self.proj(out.transpose(1, 2).reshape(B, Lq, E))
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN block: ``x + drop(attn(LN(x)))``, then ``x + MLP(LN(x))`` (4x width, GELU, dropout)."""
+    """Pre-LN block: ``x + drop(attn(LN(x)))``, then ``x + MLP(LN(x))`` (4x width, GELU, dropout).
+
+    With ``queries`` only those positions are computed after the attention (module docstring of
+    :class:`CausalSelfAttention`)."""
 
     def __init__(self, embed_dim: int, num_heads: int, attention_dropout: float = 0.1, residual_dropout: float = 0.1) -> None:
         super().__init__()
@@ -164,8 +182,11 @@ class TransformerBlock(nn.Module):
             Dropout(residual_dropout),
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, queries: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.attn(self.norm1(x), mask, queries)
+        if queries is not None:
+            x = x.index_select(1, queries)
+        x = x + self.drop(h)
         return x + self.mlp(self.norm2(x))
 
 
@@ -175,6 +196,9 @@ class CausalTransformer(nn.Module):
     ``LN -> dropout -> blocks -> LN`` (OSRL/CORL DT: the embedding LayerNorm *and* dropout, "as in
     the original implementation"). ``valid`` (B, L) marks real tokens for sequences that are not
     right-padded; right padding needs none (module docstring), and None means causal only.
+    ``outputs`` (optional, (Lo,) long, ascending) returns only those positions' features, (B, Lo, E):
+    the last block then skips everything that only the other positions' outputs need (their
+    queries, attention rows, projections and MLP), which gives the same features.
     """
 
     def __init__(
@@ -194,9 +218,12 @@ class CausalTransformer(nn.Module):
         )
         self.out_norm = nn.LayerNorm(embed_dim)
 
-    def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None, outputs: torch.Tensor | None = None) -> torch.Tensor:
         mask = None if valid is None else attention_mask(tokens.shape[1], valid)
         x = self.emb_drop(self.emb_norm(tokens))
-        for block in self.blocks:
-            x = block(x, mask)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, outputs if i == last else None)
+        if outputs is not None and last < 0:  # no blocks
+            x = x.index_select(1, outputs)
         return self.out_norm(x)
