@@ -29,7 +29,22 @@ from collections.abc import Callable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any
 
-import gymnasium
+
+def _drop_adroit_notice() -> None:
+    """gymnasium-robotics 1.2.2 (pulled in by safety-gymnasium) prints a notice about its Adroit
+    environments to stderr each time gymnasium loads its plugins; flrp never builds those, and the
+    notice buried flrp's own output. It comes from ``farama_notifications``, which both packages
+    consult at import: remove that one entry before gymnasium is first imported here."""
+    try:
+        from farama_notifications import notifications
+    except ImportError:
+        return
+    notifications.pop("gymnasium_robotics", None)
+
+
+_drop_adroit_notice()
+
+import gymnasium  # noqa: E402
 import numpy as np
 from gymnasium.wrappers import TimeLimit
 
