@@ -31,7 +31,7 @@ def synthetic(obs_dim: int, act_dim: int, n: int = 20_000) -> OfflineDataset:
     timeouts = np.zeros(n, bool)
     timeouts[199::200] = True
     return OfflineDataset(obs, obs + 0.01, rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-                          rng.normal(size=n).astype(np.float32), (rng.uniform(size=n) < 0.1).astype(np.float32),
+                          rng.normal(size=n).astype(np.float32), (rng.uniform(size=n) < 0.04).astype(np.float32),
                           np.zeros(n, bool), timeouts)
 
 

@@ -50,7 +50,7 @@ class BC(Algorithm):
         self.modules["actor"] = DeterministicActor(spec.obs_dim, spec.act_dim, self.config.hidden_sizes)
 
     def _build_optimizers(self) -> None:
-        self.optimizers["actor"] = torch.optim.Adam(self.modules["actor"].parameters(), lr=self.config.lr)
+        self.optimizers["actor"] = torch.optim.Adam(self.modules["actor"].parameters(), lr=self.config.lr, fused=self.device.type in ("cpu", "cuda"))
 
     def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
         if self.config.mode == "safe":

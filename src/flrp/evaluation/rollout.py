@@ -21,7 +21,11 @@ import numpy as np
 from flrp.data.tasks import TaskSpec
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 
-PARALLEL_MIN_ENV_STEPS = 10_000
+# Below this many env steps an evaluation stays in one process. Forked workers start in
+# milliseconds (bench_eval, 2 cores: CarRun 20 x 200 steps 1.79x, CarGoal1 20 x 1000 1.92x);
+# spawned ones (CUDA) take seconds, hence the larger bound there.
+PARALLEL_MIN_ENV_STEPS = 4_000
+PARALLEL_MIN_ENV_STEPS_SPAWN = 20_000
 
 __all__ = ["EpisodeStats", "EvalResult", "run_episodes", "evaluate", "evaluate_model_file"]
 
@@ -230,13 +234,16 @@ def evaluate_model_file(
 
     This process takes a share itself; the others are forked (on CPU) after the model and the
     simulator are loaded here, so a worker starts in milliseconds. ``workers=None`` uses one
-    process per core when the evaluation has at least 10k env steps, else this process only.
+    process per core when the evaluation has at least 4k env steps (20k when workers must be
+    spawned), else this process only.
     The numbers are the same for any ``workers`` (see ``EVAL_GROUP``).
     """
     seeds = [seed + i for i in range(episodes)]
     groups = _groups(seeds)
     if workers is None:
-        workers = (os.cpu_count() or 1) if episodes * task.max_episode_steps >= PARALLEL_MIN_ENV_STEPS else 1
+        fork = _mp_context(device).get_start_method() == "fork"
+        bound = PARALLEL_MIN_ENV_STEPS if fork else PARALLEL_MIN_ENV_STEPS_SPAWN
+        workers = (os.cpu_count() or 1) if episodes * task.max_episode_steps >= bound else 1
     workers = max(1, min(workers, len(groups)))
     args = (str(model_path), task.name, deterministic, device)
     _load(str(model_path), device)  # load (and import the simulator's deps) before forking
