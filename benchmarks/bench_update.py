@@ -9,7 +9,7 @@ its ops when the arithmetic is small. The script counts the ops of one step and 
 step at batch 8 on this CPU, where the arithmetic is negligible: that time is the host-side cost
 a GPU run pays per step at least. The estimate is max(that, FLOPs / --gpu-tflops).
 
-    python benchmarks/bench_update.py [--algos flrp bc-all] [--seconds 10] [--threads 1]
+    python benchmarks/bench_update.py [--algos flrp bc-all] [--seconds 10] [--threads 1] [--eval-task CarGoal1|none]
 """
 
 from __future__ import annotations
@@ -123,6 +123,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--gpu-estimate", action=argparse.BooleanOptionalAction, default=True,
                    help="also time each step at batch 8 (pure per-op host overhead) and estimate a GPU run")
+    p.add_argument("--eval-task", default="CarGoal1",
+                   help="also print sequential vs parallel evaluation env-steps/s on this task (bench_eval.py); 'none' skips")
     p.add_argument("--gpu-tflops", type=float, default=10.0,
                    help="fp32 rate assumed for a GPU at these small shapes (TFLOP/s; ~half an A100's peak)")
     args = p.parse_args()
@@ -151,6 +153,14 @@ def main() -> None:
             print(f"{'':<18} {ops} ops/step, {host * 1e6 / ops:.1f} us host overhead per op (batch-8 step {host * 1e3:.2f} ms); "
                   f"GPU estimate (eager, host-bound unless FLOPs dominate at {args.gpu_tflops:g} TFLOP/s): "
                   f"{gpu * 1e3:.2f} ms/step, 1e6 steps ~ {1e6 * gpu / 3600:.1f} h")
+    if args.eval_task.lower() != "none":
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_eval import compare
+
+        compare(args.eval_task)
 
 
 if __name__ == "__main__":
