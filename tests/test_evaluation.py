@@ -48,3 +48,18 @@ def test_evaluation_does_not_touch_the_training_noise_stream(stochastic_model):
     assert _per_episode(a) == _per_episode(b)
     c = evaluate(algo, task, episodes=EVAL_GROUP, seed=1, deterministic=False)
     assert _per_episode(c) != _per_episode(a)
+
+
+def test_a_model_file_overwritten_in_place_is_evaluated_afresh(tmp_path):
+    """The per-process model cache must not serve the old weights of a rewritten model.pt."""
+    cls = get_algorithm("bc-all")
+    task = get_task("ToyHazard")
+    path = tmp_path / "model.pt"
+    runs = []
+    for seed in (0, 1):
+        algo = cls(cls.Config(hidden=8, seed=seed), device="cpu")
+        algo.build(DataSpec(2, 1, [0.0, 0.0], [1.0, 1.0], 1.0, task.max_episode_steps, 0.0, 1.0))
+        algo.save(path)
+        runs.append(_per_episode(evaluate_model_file(path, task, episodes=EVAL_GROUP, workers=1)))
+        assert runs[-1] == _per_episode(evaluate(algo, task, episodes=EVAL_GROUP))
+    assert runs[0] != runs[1]

@@ -166,12 +166,13 @@ def _run_group(policy: Any, task: TaskSpec, seeds: list[int], deterministic: boo
         return run_episodes(policy, task, seeds, deterministic)
 
 
-_LOADED: dict[tuple[str, str], Any] = {}
+_LOADED: dict[tuple[str, str, int, int], Any] = {}
 
 
 def _load(model_path: str, device: str) -> Any:
-    """The saved model, loaded once per process."""
-    key = (model_path, device)
+    """The saved model, loaded once per process (again if the file changed since)."""
+    st = os.stat(model_path)
+    key = (os.path.realpath(model_path), device, st.st_mtime_ns, st.st_size)
     if key not in _LOADED:
         import torch
 
