@@ -37,6 +37,10 @@ def test_resume_across_a_sampling_block_is_bit_exact(tmp_path, monkeypatch):
     full = BC(cfg, device="cpu")
     full.fit(ds, steps=total, progress=False)
     BC(cfg, device="cpu").fit(ds, steps=cut, run_dir=tmp_path / "run", checkpoint_every=cut, progress=False)
+    # a checkpoint loaded and saved again before any step keeps the position inside the block
+    relay = BC(cfg, device="cpu")
+    relay.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    relay.save_checkpoint(tmp_path / "run" / "checkpoint.pt")
     resumed = BC(cfg, device="cpu")
     resumed.fit(ds, steps=total, run_dir=tmp_path / "run", checkpoint_every=10_000, progress=False)
     assert resumed.step == total

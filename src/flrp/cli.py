@@ -186,7 +186,7 @@ def _eval_flags(p: argparse.ArgumentParser, train: bool) -> None:
     g = p.add_argument_group("evaluation (DSRL protocol)")
     g.add_argument("--episodes", type=int, default=20, help="evaluation episodes, each with its own seed (default 20; 0 skips evaluation)" if train else "evaluation episodes (default 20)")
     g.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first evaluation episode (default 10000, disjoint from training seeds)")
-    g.add_argument("--workers", type=int, default=None, help="evaluation processes (default: one per core when the evaluation has at least 4k env steps, else 1)")
+    g.add_argument("--workers", type=int, default=None, help="evaluation processes (default: one per core, at most one per group of 5 episodes, when the evaluation has at least 4k env steps, 20k on CUDA; else 1)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None, help="deterministic actions (FLRP: u_0 = 0) or stochastic (FLRP: u_0 ~ N(0, I), the paper's protocol); default: the algorithm's own convention")
     if not train:
         g.add_argument("--cost-limit", type=float, default=10.0, help="cost limit kappa of Eq. 40 (default 10)")

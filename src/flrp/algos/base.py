@@ -215,7 +215,9 @@ class Algorithm(abc.ABC):
 
     def _sampler_state(self) -> dict[str, Any]:
         """The sampler's position: the generator state at the current block's start + steps used."""
-        if self._idx_block is None or self._idx_pos >= self._idx_block.shape[0]:
+        if self._idx_block is None:  # none drawn since build/load: a resumed position may be pending
+            return {"state": self._sampler_gen.get_state(), "pos": self._idx_skip}
+        if self._idx_pos >= self._idx_block.shape[0]:
             return {"state": self._sampler_gen.get_state(), "pos": 0}
         return {"state": self._idx_block_state, "pos": self._idx_pos}
 

@@ -507,8 +507,11 @@ class CDTEpisodeRunner:
         C = algo.target_cost if target_cost is None else float(target_cost)
         self.rtg = np.full(n_envs, R * c.reward_scale, dtype=np.float64)
         self.ctg = np.full(n_envs, C * c.cost_scale, dtype=np.float64)
+        # Sampling mode only. Seeded from the algorithm's noise stream, which evaluation fixes per
+        # group of episodes (Algorithm.seeded_noise), so each group samples differently.
+        seed = int(torch.randint(0, 2**62, (1,), generator=algo._noise_gen, device=algo._noise_gen.device).item())
         self.generator = torch.Generator(device=dev)
-        self.generator.manual_seed(c.seed + 3)  # sampling mode only; independent of training streams
+        self.generator.manual_seed(seed)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, env_ids: np.ndarray, deterministic: bool = True) -> np.ndarray:

@@ -174,11 +174,8 @@ def _load(model_path: str, device: str) -> Any:
     st = os.stat(model_path)
     key = (os.path.realpath(model_path), device, st.st_mtime_ns, st.st_size)
     if key not in _LOADED:
-        import torch
-
         from flrp.algos.base import Algorithm
 
-        torch.set_num_threads(1)
         _LOADED.clear()
         _LOADED[key] = Algorithm.load(model_path, device=device)
     return _LOADED[key]
@@ -267,4 +264,7 @@ def evaluate_model_file(
 
 
 def _worker_share(model_path: str, task_name: str, deterministic: bool | None, device: str, share: list[list[int]]) -> list[list[EpisodeStats]]:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker process (and no OpenMP pool inherited across fork)
     return [_worker(model_path, task_name, g, deterministic, device) for g in share]
