@@ -153,7 +153,7 @@ class Algorithm(abc.ABC):
         for m in self.modules.values():
             m.to(self.device)
         self._build_optimizers()
-        self._set_sampler_state({"state": torch.Generator().manual_seed(self.config.seed + 1).get_state(), "pos": 0})
+        self._set_sampler_state({"state": self._sampler_gen.manual_seed(self.config.seed + 1).get_state(), "pos": 0})
         self._noise_gen.manual_seed(self.config.seed + 2)
 
     @abc.abstractmethod

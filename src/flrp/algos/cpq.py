@@ -57,9 +57,8 @@ differences are the deliberate ones listed above.
 
 from __future__ import annotations
 
-import math
-
 import copy
+import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 

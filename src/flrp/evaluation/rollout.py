@@ -238,33 +238,34 @@ def evaluate_model_file(
     """
     seeds = [seed + i for i in range(episodes)]
     groups = _groups(seeds)
+    ctx = _mp_context(device)
     if workers is None:
-        fork = _mp_context(device).get_start_method() == "fork"
-        bound = PARALLEL_MIN_ENV_STEPS if fork else PARALLEL_MIN_ENV_STEPS_SPAWN
+        bound = PARALLEL_MIN_ENV_STEPS if ctx.get_start_method() == "fork" else PARALLEL_MIN_ENV_STEPS_SPAWN
         workers = (os.cpu_count() or 1) if episodes * task.max_episode_steps >= bound else 1
     workers = max(1, min(workers, len(groups)))
     args = (str(model_path), task.name, deterministic, device)
-    _load(str(model_path), device)  # load (and import the simulator's deps) before forking
-    from flrp.envs import make
-
-    make(task.name).close()
     shares = [groups[i::workers] for i in range(workers)]
-    results: dict[int, EpisodeStats] = {}
-    if workers == 1:
-        parts = [_worker(args[0], args[1], g, args[2], args[3]) for g in shares[0]]
-    else:
-        with cf.ProcessPoolExecutor(max_workers=workers - 1, mp_context=_mp_context(device)) as pool:
+    _load(str(model_path), device)
+    with contextlib.ExitStack() as stack:
+        futures = []
+        if workers > 1:
+            from flrp.envs import make
+
+            make(task.name).close()  # import the simulator here once, before forking
+            pool = stack.enter_context(cf.ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx))
             futures = [pool.submit(_worker_share, *args, share) for share in shares[1:]]
-            parts = [_worker(args[0], args[1], g, args[2], args[3]) for g in shares[0]]
-            for f in futures:
-                parts += f.result()
-    for part in parts:
-        results.update({e.seed: e for e in part})
+        parts = _run_share(*args, shares[0]) + [part for f in futures for part in f.result()]
+    results = {e.seed: e for part in parts for e in part}
     return EvalResult.from_episodes(task, [results[s] for s in seeds], cost_limit)
 
 
+def _run_share(model_path: str, task_name: str, deterministic: bool | None, device: str, share: list[list[int]]) -> list[list[EpisodeStats]]:
+    return [_worker(model_path, task_name, g, deterministic, device) for g in share]
+
+
 def _worker_share(model_path: str, task_name: str, deterministic: bool | None, device: str, share: list[list[int]]) -> list[list[EpisodeStats]]:
+    """A pool process's share: one thread per worker (and no OpenMP pool inherited across fork)."""
     import torch
 
-    torch.set_num_threads(1)  # one core per worker process (and no OpenMP pool inherited across fork)
-    return [_worker(model_path, task_name, g, deterministic, device) for g in share]
+    torch.set_num_threads(1)
+    return _run_share(model_path, task_name, deterministic, device, share)
