@@ -20,6 +20,7 @@ import pytest
 from flrp.cli import main
 from flrp.collect.behaviour import LagrangeController, PolicySpec, import_sb3, load_actor, safe_name
 from flrp.collect.collector import (
+    CollectBudget,
     classify_policies,
     collect,
     episode_env_seed,
@@ -246,3 +247,97 @@ def test_collect_cli_errors_are_one_line(argv, pattern, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("flrp: error: ") and "\n" not in err and re.search(pattern, err), err
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- the ``long`` budget's PPO path
+
+
+_VEC = dict(n_envs=2, n_steps=512, batch_size=128, normalize=True)
+
+
+def _vec_budget() -> CollectBudget:
+    """``long``'s structure at test size: a vectorised, normalised runner, then a λ fine-tuned from it."""
+    return CollectBudget("tinyvec", (
+        PolicySpec(lam=0.0, steps=2048, checkpoint_every=1024, seed_offset=1, **_VEC),
+        PolicySpec(lam=1.25, relative=True, steps=1024, checkpoint_every=512, seed_offset=2, init_from="lam0", **_VEC),
+    ), episodes=12, chunk=6)
+
+
+def test_long_budget_fine_tunes_each_lambda_from_the_runner():
+    for name in ("SwimmerVelocity", "DroneRun"):
+        bud = get_budget("long", get_task(name))
+        runner, *tuned = bud.policies
+        assert runner.lam == 0 and runner.init_from is None and runner.normalize and runner.n_envs == 8
+        assert tuned and all(p.init_from == runner.name and p.relative and p.normalize for p in tuned)
+        assert sorted(p.lam for p in tuned) == [p.lam for p in tuned] and tuned[-1].lam > 1.25
+    assert get_budget("long", get_task("SwimmerVelocity")).policies[0].gamma == 0.9999
+    # fields added for ``long`` do not change the fingerprints of the budgets made before them
+    assert PolicySpec(lam=0.5).fingerprint_dict() == {k: v for k, v in PolicySpec(lam=0.5).__dict__.items()
+                                                      if k not in ("n_envs", "normalize", "gamma", "init_from")}
+    assert "init_from" in PolicySpec(init_from="lam0").fingerprint_dict()
+
+
+def test_init_from_must_name_an_earlier_policy():
+    a = PolicySpec(lam=0.0, **_VEC)
+    with pytest.raises(FlrpError, match="init_from='rlam1' must name an earlier policy"):
+        CollectBudget("x", (a, PolicySpec(lam=2.0, init_from="rlam1")), episodes=4)
+    with pytest.raises(FlrpError, match="n_envs"):
+        PolicySpec(n_envs=3, n_steps=512)
+
+
+@pytest.fixture(scope="module")
+def collected_vec(tmp_path_factory):
+    _require_sb3()
+    pytest.importorskip("bullet_safety_gym")
+    return collect(TASK, tmp_path_factory.mktemp("collect-vec"), seed=0, budget=_vec_budget(), progress=False)
+
+
+def test_normalised_checkpoints_carry_their_statistics_and_the_actor_applies_them(collected_vec):
+    from stable_baselines3 import PPO
+
+    from flrp.collect.behaviour import load_norm, norm_path
+
+    pol = collected_vec.work_dir / "policies"
+    zips = sorted(pol.glob("*.zip"))
+    assert len(zips) == 6  # two checkpoints and a final model per policy
+    assert all(norm_path(z).exists() for z in zips)
+    z = pol / "rlam1p25_final.zip"
+    model, actor, norm = PPO.load(z, device="cpu"), load_actor(z), load_norm(z)
+    assert norm["obs_var"].shape == (7,) and not np.allclose(norm["obs_mean"], 0.0)  # statistics were learned
+    obs = np.random.default_rng(0).normal(size=(16, 7)) * 3.0
+    scaled = np.clip((obs - norm["obs_mean"]) / np.sqrt(norm["obs_var"] + norm["epsilon"]), -norm["clip_obs"], norm["clip_obs"])
+    np.testing.assert_allclose(actor(obs), model.predict(scaled, deterministic=True)[0], atol=1e-5)
+    # ignoring the statistics would act differently: the test above can tell
+    assert not np.allclose(actor(obs), model.predict(obs, deterministic=True)[0], atol=1e-3)
+    card = collected_vec.card["policies"]
+    assert card[1]["ppo_settings"]["init_from"] == "lam0" and card[1]["ppo_settings"]["n_envs"] == 2
+    assert "fine-tuned from lam0" in collected_vec.card_md.read_text()
+
+
+def test_warm_start_copies_the_runners_weights_and_statistics(collected_vec):
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from flrp.collect.behaviour import _penalised_env, _warm_start, load_norm
+
+    import stable_baselines3 as sb3
+
+    pol = collected_vec.work_dir / "policies"
+    env = VecNormalize(DummyVecEnv([lambda: _penalised_env(TASK, 5, 1.0)]))
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=64, policy_kwargs={"net_arch": [64, 64]}, seed=5, device="cpu")
+    spec = PolicySpec(lam=1.0, init_from="lam0", **_VEC)
+    _warm_start(sb3, model, pol, spec)
+    src = PPO.load(pol / "lam0_final.zip", device="cpu").policy.state_dict()
+    for k, v in model.policy.state_dict().items():
+        assert torch.equal(v, src[k]), k
+    np.testing.assert_array_equal(env.obs_rms.mean, load_norm(pol / "lam0_final.zip")["obs_mean"])
+    with pytest.raises(FlrpError, match="does not exist"):
+        _warm_start(sb3, model, pol, PolicySpec(lam=1.0, init_from="nope", **_VEC))
+    env.close()
+
+
+def test_vectorised_collection_is_deterministic(collected_vec, tmp_path):
+    again = collect(TASK, tmp_path, seed=0, budget=_vec_budget(), progress=False)
+    assert again.hdf5.name == collected_vec.hdf5.name
+    _assert_same_arrays(collected_vec.hdf5, again.hdf5)

@@ -32,6 +32,14 @@ def test_shipped_dataset_is_consistent_with_its_name_task_and_card(path):
     assert (costs <= 10).mean() > 0.1 and (costs > 10).mean() > 0.1
     rets = ds.episode_returns()
     assert rets[costs > 10].max() > rets[costs <= 10].max()
+    # the budget that made it still has the same fingerprint (the file stays reproducible by its command)
+    import h5py
+
+    from flrp.collect.collector import get_budget
+
+    with h5py.File(path, "r") as f:
+        budget, fingerprint = str(f.attrs["budget"]), str(f.attrs["budget_fingerprint"])
+    assert get_budget(budget, task).fingerprint() == fingerprint
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["dataset"]["episodes"] == int(n_traj)
     assert np.isclose(card["dataset"]["return"]["max"], rets.max(), rtol=1e-4)

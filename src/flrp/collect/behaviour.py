@@ -61,6 +61,8 @@ __all__ = [
     "train_policy",
     "load_trained_policy",
     "load_actor",
+    "load_norm",
+    "norm_path",
 ]
 
 SB3_VERSION = "2.9.2"
@@ -112,9 +114,19 @@ class PolicySpec:
     steps: int = 100_000
     checkpoint_every: int = 10_000
     seed_offset: int = 0
-    # PPO rollout length; SB3's default 2048. Small budgets (tests) use fewer.
+    # PPO rollout length (summed over the ``n_envs`` copies); SB3's default 2048. Small budgets
+    # (tests) use fewer.
     n_steps: int = 2048
     batch_size: int = 64
+    # ``n_envs`` copies of the task stepped in lockstep (SB3 DummyVecEnv, one process); with
+    # ``normalize`` SB3's VecNormalize standardises observations and scales rewards (its
+    # statistics are saved beside each checkpoint and applied by :class:`NumpyActor`).
+    # ``init_from`` names an earlier policy of the same budget whose final weights and
+    # normalisation statistics this one starts from (λ fine-tuning of a trained runner).
+    n_envs: int = 1
+    normalize: bool = False
+    gamma: float = 0.99
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.lam < 0:
@@ -123,6 +135,22 @@ class PolicySpec:
             raise FlrpError(f"policy cost budget must be >= 0, got {self.budget}")
         if self.steps < 1 or self.checkpoint_every < 1:
             raise FlrpError(f"policy steps and checkpoint_every must be >= 1 (got {self.steps}, {self.checkpoint_every})")
+        if self.n_envs < 1 or self.n_steps % self.n_envs:
+            raise FlrpError(f"policy n_envs must be >= 1 and divide n_steps (got n_envs={self.n_envs}, n_steps={self.n_steps})")
+        if not 0.0 < self.gamma <= 1.0:
+            raise FlrpError(f"policy gamma must be in (0, 1], got {self.gamma}")
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """The spec as a dict, without the later-added fields that hold their defaults.
+
+        Budgets hash this, so the fingerprints of budgets made before ``n_envs``/``normalize``/
+        ``gamma``/``init_from`` existed (and recorded in shipped datasets) do not change.
+        """
+        d = asdict(self)
+        for key, default in _LATER_FIELDS.items():
+            if d[key] == default:
+                del d[key]
+        return d
 
     @property
     def name(self) -> str:
@@ -145,6 +173,9 @@ class PolicySpec:
         """Env-step counts at which checkpoints are written (the last one is ``steps``)."""
         steps = list(range(self.checkpoint_every, self.steps, self.checkpoint_every))
         return steps + [self.steps]
+
+
+_LATER_FIELDS: dict[str, Any] = {"n_envs": 1, "normalize": False, "gamma": 0.99, "init_from": None}
 
 
 class LagrangeController:
@@ -259,7 +290,58 @@ class TrainedPolicy:
         return cls(**d)
 
 
+def norm_path(path: str | Path) -> Path:
+    """The VecNormalize statistics saved beside checkpoint ``path``: ``x_final.zip`` -> ``x_final.norm.npz``."""
+    return Path(path).with_suffix(".norm.npz")
+
+
+_NORM_KEYS = ("obs_mean", "obs_var", "obs_count", "ret_mean", "ret_var", "ret_count", "clip_obs", "clip_reward", "epsilon")
+
+
+def _norm_state(vecnorm: Any) -> dict[str, np.ndarray]:
+    return {
+        "obs_mean": np.asarray(vecnorm.obs_rms.mean, dtype=np.float64),
+        "obs_var": np.asarray(vecnorm.obs_rms.var, dtype=np.float64),
+        "obs_count": np.asarray(vecnorm.obs_rms.count, dtype=np.float64),
+        "ret_mean": np.asarray(vecnorm.ret_rms.mean, dtype=np.float64),
+        "ret_var": np.asarray(vecnorm.ret_rms.var, dtype=np.float64),
+        "ret_count": np.asarray(vecnorm.ret_rms.count, dtype=np.float64),
+        "clip_obs": np.asarray(vecnorm.clip_obs, dtype=np.float64),
+        "clip_reward": np.asarray(vecnorm.clip_reward, dtype=np.float64),
+        "epsilon": np.asarray(vecnorm.epsilon, dtype=np.float64),
+    }
+
+
+def load_norm(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The normalisation statistics saved beside checkpoint ``path``, or None if it has none."""
+    npz = norm_path(path)
+    if not npz.exists():
+        return None
+    try:
+        with np.load(npz) as f:
+            missing = [k for k in _NORM_KEYS if k not in f.files]
+            if missing:
+                raise FlrpError(f"{npz}: missing key {missing[0]!r} (not a flrp normalisation file)")
+            return {k: f[k].copy() for k in _NORM_KEYS}
+    except (OSError, ValueError) as err:
+        raise FlrpError(f"{npz}: cannot read normalisation statistics ({err})") from None
+
+
+def _set_norm_state(vecnorm: Any, st: dict[str, np.ndarray]) -> None:
+    vecnorm.obs_rms.mean, vecnorm.obs_rms.var, vecnorm.obs_rms.count = st["obs_mean"].copy(), st["obs_var"].copy(), float(st["obs_count"])
+    vecnorm.ret_rms.mean, vecnorm.ret_rms.var, vecnorm.ret_rms.count = st["ret_mean"].copy(), st["ret_var"].copy(), float(st["ret_count"])
+
+
 def _save_model(model: Any, path: Path) -> None:
+    """Save an SB3 model (and, first, its VecNormalize statistics), each file atomically.
+
+    The statistics go first, so a checkpoint ``.zip`` that exists always has them beside it.
+    """
+    vecnorm = model.get_vec_normalize_env()
+    if vecnorm is not None:
+        with atomic_path(norm_path(path)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **_norm_state(vecnorm))
     # The temp name ends in ".tmp" (a non-empty suffix), so SB3 writes exactly that file.
     with atomic_path(path) as tmp:
         model.save(tmp)
@@ -346,7 +428,14 @@ def train_policy(
     ppo_seed = int(seed) + int(spec.seed_offset)
     lam = spec.effective_lam(reward_scale)
     t0 = time.perf_counter()
-    env = cost_penalty(make(task.name, seed=ppo_seed), lam=lam)
+    if spec.n_envs == 1 and not spec.normalize:
+        env = cost_penalty(make(task.name, seed=ppo_seed), lam=lam)  # SB3 wraps it (Monitor, DummyVecEnv)
+    else:
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+        env = DummyVecEnv([functools.partial(_penalised_env, task.name, ppo_seed + 7919 * i, lam) for i in range(spec.n_envs)])
+        if spec.normalize:
+            env = VecNormalize(env, gamma=spec.gamma)
     record = TrainedPolicy(name=spec.name, spec=asdict(spec), seed=ppo_seed, lam_effective=lam, checkpoints={}, final=f"{spec.name}_final.zip")
     # torch intra-op threads: one per process (the machine is shared); restored afterwards.
     threads = torch.get_num_threads()
@@ -361,7 +450,10 @@ def train_policy(
             seed=ppo_seed,
             device="cpu",
             verbose=0,
+            **({} if spec.gamma == 0.99 else {"gamma": spec.gamma}),
         )
+        if spec.init_from is not None:
+            _warm_start(sb3, model, policy_dir, spec)
         callback = _make_callback(sb3, spec, policy_dir, task.max_episode_steps, record, progress)
         model.learn(total_timesteps=spec.steps, callback=callback)
         # Step checkpoints are written mid-rollout at exact step counts (holding the weights of
@@ -380,12 +472,43 @@ def train_policy(
     return record
 
 
+def _penalised_env(task_name: str, seed: int, lam: float) -> Any:
+    from flrp.envs import make
+
+    return cost_penalty(make(task_name, seed=seed), lam=lam)
+
+
+def _warm_start(sb3: ModuleType, model: Any, policy_dir: Path, spec: PolicySpec) -> None:
+    """Start ``model`` from the final weights (and normalisation) of policy ``spec.init_from``.
+
+    The optimiser starts afresh; only the network (actor, critic, log-std) and the VecNormalize
+    statistics are copied, so the fine-tuning run sees the runner's observation scale at once.
+    """
+    src = policy_dir / f"{spec.init_from}_final.zip"
+    if not src.exists():
+        raise FlrpError(f"policy {spec.name}: init_from={spec.init_from!r} but {src} does not exist (train it first)")
+    source = sb3.PPO.load(src, device="cpu")
+    try:
+        model.policy.load_state_dict(source.policy.state_dict())
+    except RuntimeError as err:
+        raise FlrpError(f"policy {spec.name}: {src} does not match this policy's network ({err})") from None
+    norm = load_norm(src)
+    vecnorm = model.get_vec_normalize_env()
+    if (norm is None) != (vecnorm is None):
+        raise FlrpError(f"policy {spec.name}: init_from={spec.init_from!r} and this policy must both use normalize or neither")
+    if vecnorm is not None and norm is not None:
+        _set_norm_state(vecnorm, norm)
+
+
 def _finished(policy_dir: Path, name: str) -> TrainedPolicy | None:
     meta, final = policy_dir / f"{name}.json", policy_dir / f"{name}_final.zip"
     if not (meta.exists() and final.exists()):
         return None
     rec = TrainedPolicy.from_json(json.loads(meta.read_text()))
-    if not all((policy_dir / f).exists() for f in rec.checkpoints.values()):
+    files = [policy_dir / f for f in (*rec.checkpoints.values(), rec.final)]
+    if not all(f.exists() for f in files):
+        return None
+    if rec.spec.get("normalize") and not all(norm_path(f).exists() for f in files):
         return None
     return rec
 
@@ -403,20 +526,28 @@ class NumpyActor:
     ~20x faster per single observation than going through SB3 and torch.
     """
 
-    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], head: tuple[np.ndarray, np.ndarray], low: np.ndarray, high: np.ndarray) -> None:
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], head: tuple[np.ndarray, np.ndarray], low: np.ndarray, high: np.ndarray,
+                 norm: dict[str, np.ndarray] | None = None) -> None:
         self.layers = layers
         self.head = head
         self.low, self.high = low, high
+        # VecNormalize's observation transform, clip((o − μ) / sqrt(σ² + ε), ±clip), if trained with it.
+        self.norm = None
+        if norm is not None:
+            self.norm = (norm["obs_mean"], np.sqrt(norm["obs_var"] + float(norm["epsilon"])), float(norm["clip_obs"]))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         h = np.asarray(obs, dtype=np.float64)
+        if self.norm is not None:
+            mean, std, clip = self.norm
+            h = np.clip((h - mean) / std, -clip, clip)
         for w, b in self.layers:
             h = np.tanh(h @ w.T + b)
         w, b = self.head
         return np.clip(h @ w.T + b, self.low, self.high)
 
     @classmethod
-    def from_model(cls, model: Any) -> "NumpyActor":
+    def from_model(cls, model: Any, norm: dict[str, np.ndarray] | None = None) -> "NumpyActor":
         import torch
 
         policy = model.policy
@@ -436,14 +567,15 @@ class NumpyActor:
             (head.weight.detach().double().numpy().copy(), head.bias.detach().double().numpy().copy()),
             np.asarray(space.low, dtype=np.float64),
             np.asarray(space.high, dtype=np.float64),
+            norm,
         )
 
 
 def load_actor(path: str | Path) -> NumpyActor:
-    """Load an SB3 PPO checkpoint (``.zip``) and export its deterministic actor."""
+    """Load an SB3 PPO checkpoint (``.zip``, plus its ``.norm.npz`` if any) and export its deterministic actor."""
     sb3 = import_sb3()
     p = Path(path)
     if not p.exists():
         raise FlrpError(f"{p}: no such policy checkpoint")
     model = sb3.PPO.load(p, device="cpu")
-    return NumpyActor.from_model(model)
+    return NumpyActor.from_model(model, load_norm(p))

@@ -127,6 +127,10 @@ class CollectBudget:
         fracs = (self.frac_switch, self.frac_late, self.frac_random)
         if min(fracs) < 0 or sum(fracs) > 1:
             raise FlrpError("frac_switch, frac_late, frac_random must be >= 0 with a sum <= 1")
+        names = [p.name for p in self.policies]
+        for i, p in enumerate(self.policies):
+            if p.init_from is not None and p.init_from not in names[:i]:
+                raise FlrpError(f"policy {p.name}: init_from={p.init_from!r} must name an earlier policy of the budget ({', '.join(names[:i]) or 'none'})")
         first = self.policies[0]
         if any(p.relative for p in self.policies) and (first.relative or first.lam != 0 or first.budget is not None):
             raise FlrpError("relative λ needs policies[0] to be the unconstrained policy (fixed λ = 0): it sets the reward scale")
@@ -135,11 +139,12 @@ class CollectBudget:
         """Hash of everything that determines the data (not the name)."""
         d = asdict(self)
         d.pop("name")
+        d["policies"] = [q.fingerprint_dict() for q in self.policies]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def policies_fingerprint(self) -> str:
         """Hash of the behaviour-policy specs only (what the ``policies/`` directory holds)."""
-        d = [asdict(p) for p in self.policies]
+        d = [p.fingerprint_dict() for p in self.policies]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -156,7 +161,29 @@ class CollectBudget:
 # costs come from near-switching-point checkpoints and from switch episodes.
 RATIO_SAFE = 1.25
 
-BUDGET_NAMES: tuple[str, ...] = ("tiny", "small", "medium", "full")
+BUDGET_NAMES: tuple[str, ...] = ("tiny", "small", "medium", "full", "long")
+
+# ``long``: a runner trained longer and faster, then fine-tuned under each λ. 100k single-env PPO
+# steps (``full``) learn BallRun, CarRun and CarCircle but not the Drone, Ant or velocity tasks
+# (their unconstrained policies stay slow, so the data miss the high-cost side). Eight envs in
+# lockstep with VecNormalize and minibatches of 256 ran HalfCheetahVelocity at ~8k env steps/s on
+# one core (vs ~500 for ``full``'s settings) and reached return ~1700 / cost ~250 within 1M steps.
+# Fine-tuning each λ from the runner's final weights makes the checkpoints along that run walk
+# the frontier from the runner's (high return, high cost) towards the safe side.
+LONG_RATIOS: tuple[float, ...] = (0.3, 0.6, RATIO_SAFE, 3.0)
+LONG_STEPS: dict[str, tuple[int, int, float]] = {
+    # task -> (runner steps, fine-tuning steps per λ, discount). Swimmer needs γ ≈ 1 (its reward
+    # only pays off over long horizons; SB3-zoo's PPO setting).
+    "SwimmerVelocity": (1_000_000, 300_000, 0.9999),
+    "HalfCheetahVelocity": (1_000_000, 300_000, 0.99),
+    "AntVelocity": (1_000_000, 300_000, 0.99),
+}
+LONG_STEPS_DEFAULT = (600_000, 200_000, 0.99)  # Bullet tasks: their simulators are 3-8x slower
+LONG_RATIOS_BY_TASK: dict[str, tuple[float, ...]] = {
+    # Swimmer earns ~0.03 reward per step (a PPO runner at 1M steps: return ~35, ~30 cost steps
+    # from its wiggles), so a cost step weighs ~30 reward steps: its λ ratios are scaled up.
+    "SwimmerVelocity": (0.5, 2.0, 6.0, 20.0),
+}
 
 
 def _policies(ratios: Iterable[float], steps: int, every: int, **kw: Any) -> tuple[PolicySpec, ...]:
@@ -177,6 +204,10 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
     * ``medium`` – λ ∈ {0, 0.5·r̄, 1.25·r̄} × 60k steps, 800 episodes.
     * ``full`` – λ ∈ {0, 0.3·r̄, 0.5·r̄, 1.25·r̄} × 100k steps, 1500 episodes before the cost cap
       (which drops the unconstrained policies' own episodes: ~60 % are kept on BallRun).
+    * ``long`` – for tasks ``full`` does not learn (Drone, Ant, velocity): a λ = 0 runner with 8
+      lockstep envs and VecNormalize (600k steps; 1M on the velocity tasks), then λ ∈
+      {0.3, 0.6, 1.25, 3}·r̄ (Swimmer: {0.5, 2, 6, 20}·r̄) each fine-tuned from it (200k / 300k
+      steps), 2000 episodes.
     """
     if name == "tiny":
         return CollectBudget("tiny", _policies((RATIO_SAFE,), 2048, 1024, n_steps=512), episodes=20, chunk=8)
@@ -186,6 +217,13 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
         return CollectBudget("medium", _policies((0.5, RATIO_SAFE), 60_000, 10_000), episodes=800)
     if name == "full":
         return CollectBudget("full", _policies((0.3, 0.5, RATIO_SAFE), 100_000, 10_000), episodes=1500)
+    if name == "long":
+        runner, tune, gamma = LONG_STEPS.get(task.name, LONG_STEPS_DEFAULT)
+        vec = dict(n_envs=8, n_steps=2048, batch_size=256, normalize=True, gamma=gamma)
+        specs = [PolicySpec(lam=0.0, steps=runner, checkpoint_every=runner // 10, seed_offset=1, **vec)]
+        specs += [PolicySpec(lam=float(r), relative=True, steps=tune, checkpoint_every=tune // 10, seed_offset=i + 2, init_from=specs[0].name, **vec)
+                  for i, r in enumerate(LONG_RATIOS_BY_TASK.get(task.name, LONG_RATIOS))]
+        return CollectBudget("long", tuple(specs), episodes=2000)
     raise FlrpError(f"unknown collection budget {name!r}; choose one of {', '.join(BUDGET_NAMES)}")
 
 
@@ -663,6 +701,8 @@ def _card(spec: TaskSpec, bud: CollectBudget, seed: int, cost_cap: bool, cap_val
             "lambda_spec": f"{p.lam:g} x reward scale" if p.relative else f"{p.lam:g}",
             "cost_budget": p.budget,
             "ppo_steps": p.steps,
+            "ppo_settings": {"n_envs": p.n_envs, "n_steps": p.n_steps, "batch_size": p.batch_size, "normalize": p.normalize,
+                             "gamma": p.gamma, "init_from": p.init_from},
             "checkpoints": sorted(rec.checkpoints),
             "ppo_seed": rec.seed,
             "final_lambda": float(last[1]),
@@ -703,6 +743,19 @@ def _card(spec: TaskSpec, bud: CollectBudget, seed: int, cost_cap: bool, cap_val
     }
 
 
+def _ppo_settings_lines(policies: list[dict[str, Any]]) -> list[str]:
+    """One line per policy whose PPO settings differ from the single-env defaults (``long`` budgets)."""
+    out = []
+    for p in policies:
+        st = p.get("ppo_settings")
+        if not st or (st["n_envs"] == 1 and not st["normalize"] and st["init_from"] is None and st["gamma"] == 0.99):
+            continue
+        start = f", fine-tuned from {st['init_from']}'s final weights" if st["init_from"] else ""
+        out.append(f"- {p['name']}: {st['n_envs']} lockstep envs, rollout {st['n_steps']}, minibatch {st['batch_size']}, "
+                   f"VecNormalize {'on' if st['normalize'] else 'off'}, γ = {st['gamma']:g}{start}.")
+    return out + [""] if out else []
+
+
 def _card_markdown(card: dict[str, Any]) -> str:
     from flrp.plotting.dataset import summary_markdown
 
@@ -729,6 +782,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
         "",
         f"Relative λ are multiples of the reward scale r̄ = {card['reward_scale']:.3g} (mean |reward| per step of the first, unconstrained policy).",
         "",
+        *_ppo_settings_lines(card["policies"]),
         "| policy | mode | λ (spec) | λ | cost budget | PPO steps | final λ | last rollout return / cost | final policy return / cost | train time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
