@@ -90,3 +90,17 @@ def test_scatter_overwrites_and_handles_all_unsafe(tmp_path) -> None:
     plot_cost_return_scatter(_dataset(ep_costs=(20.0, 30.0, 40.0)), target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["s.png"]
+
+
+def test_scatter_draws_the_reference_return_range(tmp_path) -> None:
+    import matplotlib.image as mpimg
+
+    def green_pixels(path):
+        img = mpimg.imread(path)[..., :3]
+        tab_green = np.array([0.173, 0.627, 0.173])
+        return int((np.abs(img - tab_green).max(-1) < 0.05).sum())
+
+    plain = plot_cost_return_scatter(_dataset(), tmp_path / "plain.png")
+    ref = plot_cost_return_scatter(_dataset(), tmp_path / "ref.png", reference=(0.0, 5.0))
+    assert green_pixels(plain) == 0
+    assert green_pixels(ref) > 100  # two dotted lines across the axes

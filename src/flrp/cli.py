@@ -151,7 +151,9 @@ def cmd_info(ns: argparse.Namespace) -> int:
     print(summary_markdown(summary))
     stem = task.name if task else Path(ns.dataset).stem
     png = Path(ns.out) if ns.out else Path(f"{stem}-cost-return.png")
-    plot_cost_return_scatter(ds, png, title=f"{stem}: {ds.num_episodes} trajectories", cost_limit=ns.cost_limit)
+    # DSRL's return range of the task (toy: none) as dotted lines, to compare with its datasets
+    ref = (task.min_reward, task.max_reward) if task is not None and task.suite != "toy" else None
+    plot_cost_return_scatter(ds, png, title=f"{stem}: {ds.num_episodes} trajectories", cost_limit=ns.cost_limit, reference=ref)
     print(f"cost-return scatter: {png}")
     return 0
 

@@ -177,6 +177,9 @@ LONG_STEPS: dict[str, tuple[int, int, float]] = {
     "SwimmerVelocity": (1_000_000, 300_000, 0.9999),
     "HalfCheetahVelocity": (1_000_000, 300_000, 0.99),
     "AntVelocity": (1_000_000, 300_000, 0.99),
+    # Bullet's Ant learns slowly: a probe runner had return 12 on AntCircle after 300k steps.
+    "AntRun": (2_000_000, 300_000, 0.99),
+    "AntCircle": (2_000_000, 300_000, 0.99),
 }
 LONG_STEPS_DEFAULT = (600_000, 200_000, 0.99)  # Bullet tasks: their simulators are 3-8x slower
 LONG_RATIOS_BY_TASK: dict[str, tuple[float, ...]] = {
@@ -205,7 +208,7 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
     * ``full`` – λ ∈ {0, 0.3·r̄, 0.5·r̄, 1.25·r̄} × 100k steps, 1500 episodes before the cost cap
       (which drops the unconstrained policies' own episodes: ~60 % are kept on BallRun).
     * ``long`` – for tasks ``full`` does not learn (Drone, Ant, velocity): a λ = 0 runner with 8
-      lockstep envs and VecNormalize (600k steps; 1M on the velocity tasks), then λ ∈
+      lockstep envs and VecNormalize (600k steps; 1M on the velocity tasks, 2M on Ant), then λ ∈
       {0.3, 0.6, 1.25, 3}·r̄ (Swimmer: {0.5, 2, 6, 20}·r̄) each fine-tuned from it (200k / 300k
       steps), 2000 episodes.
     """
@@ -649,7 +652,8 @@ def collect(
     from flrp.plotting.dataset import dataset_summary, plot_cost_return_scatter
 
     png = out / f"{stem}.png"
-    plot_cost_return_scatter(ds, png, title=f"{spec.name} (flrp collect, seed {seed}, {bud.name}): {n_traj} trajectories")
+    plot_cost_return_scatter(ds, png, title=f"{spec.name} (flrp collect, seed {seed}, {bud.name}):\n{n_traj} trajectories",
+                             reference=(spec.min_reward, spec.max_reward))
     summary = dataset_summary(ds, spec, cost_limit=10.0)
     card = _card(spec, bud, seed, cost_cap, cap_value, plans, records, final_eval, (unsafe, safe), ep_ret, ep_cost, keep, summary, chunk_times, time.perf_counter() - t_start, h5_path, png, csv_path, work)
     card_json = out / f"{stem}.json"

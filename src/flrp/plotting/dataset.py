@@ -99,10 +99,14 @@ def plot_cost_return_scatter(
     path: str | os.PathLike[str],
     title: str | None = None,
     cost_limit: float = 10.0,
+    reference: tuple[float, float] | None = None,
+    reference_label: str = "DSRL return range",
 ) -> Path:
     """One dot per trajectory (x = episode cost, y = episode return), dashed line at the limit.
 
-    Written atomically as PNG; returns the final path.
+    ``reference = (min, max)`` draws two dotted horizontal lines, e.g. DSRL's published return
+    range for the task, so a made dataset can be compared with DSRL's by eye. Written atomically
+    as PNG; returns the final path.
     """
     import matplotlib
 
@@ -124,9 +128,13 @@ def plot_cost_return_scatter(
         ax.scatter(costs[~safe], returns[~safe], s=8, alpha=0.6, color="tab:red",
                    label=f"cost > {cost_limit:g}: {n_unsafe}")
         ax.axvline(cost_limit, color="black", linestyle="--", linewidth=1.0, label=f"cost limit {cost_limit:g}")
+        if reference is not None:
+            lo, hi = (float(x) for x in reference)
+            ax.axhline(hi, color="tab:green", linestyle=":", linewidth=1.2, label=f"{reference_label} [{lo:.0f}, {hi:.0f}]")
+            ax.axhline(lo, color="tab:green", linestyle=":", linewidth=1.2)
         ax.set_xlabel("episode cost")
         ax.set_ylabel("episode return")
-        ax.set_title(title if title is not None else f"{Path(ds.source).name}: {len(costs)} trajectories")
+        ax.set_title(title if title is not None else f"{Path(ds.source).name}: {len(costs)} trajectories", fontsize="medium", wrap=True)
         ax.legend(loc="best", fontsize="small")
         ax.grid(alpha=0.3)
         fig.tight_layout()
