@@ -134,7 +134,7 @@ def plot_cost_return_scatter(
             ax.axhline(lo, color="tab:green", linestyle=":", linewidth=1.2)
         ax.set_xlabel("episode cost")
         ax.set_ylabel("episode return")
-        ax.set_title(title if title is not None else f"{Path(ds.source).name}: {len(costs)} trajectories", fontsize="medium", wrap=True)
+        ax.set_title(title if title is not None else f"{Path(ds.source).name}: {len(costs)} trajectories", fontsize="medium")
         ax.legend(loc="best", fontsize="small")
         ax.grid(alpha=0.3)
         fig.tight_layout()
