@@ -266,14 +266,19 @@ def _vec_budget() -> CollectBudget:
 def test_long_budget_fine_tunes_each_lambda_from_the_runner():
     for name in ("SwimmerVelocity", "DroneRun"):
         bud = get_budget("long", get_task(name))
-        runner, *tuned = bud.policies
+        runner, *rest = bud.policies
+        tuned = [p for p in rest if not p.label]
         assert runner.lam == 0 and runner.init_from is None and runner.normalize and runner.n_envs == 8
         assert tuned and all(p.init_from == runner.name and p.relative and p.normalize for p in tuned)
         assert sorted(p.lam for p in tuned) == [p.lam for p in tuned] and tuned[-1].lam > 1.25
+        assert len({p.seed_offset for p in bud.policies}) == len(bud.policies)
+    # DroneRun also trains its highest λ from scratch (fine-tuning the runner never got safe)
+    fresh = [p for p in get_budget("long", get_task("DroneRun")).policies if p.label]
+    assert [p.name for p in fresh] == ["rlam3-fresh", "rlam10-fresh"] and all(p.init_from is None for p in fresh)
     assert get_budget("long", get_task("SwimmerVelocity")).policies[0].gamma == 0.9999
     # fields added for ``long`` do not change the fingerprints of the budgets made before them
     assert PolicySpec(lam=0.5).fingerprint_dict() == {k: v for k, v in PolicySpec(lam=0.5).__dict__.items()
-                                                      if k not in ("n_envs", "normalize", "gamma", "init_from")}
+                                                      if k not in ("n_envs", "normalize", "gamma", "init_from", "label")}
     assert "init_from" in PolicySpec(init_from="lam0").fingerprint_dict()
 
 

@@ -127,6 +127,8 @@ class PolicySpec:
     normalize: bool = False
     gamma: float = 0.99
     init_from: str | None = None
+    # Appended to the name (``rlam3-fresh``): tells apart two policies with the same λ.
+    label: str = ""
 
     def __post_init__(self) -> None:
         if self.lam < 0:
@@ -156,9 +158,10 @@ class PolicySpec:
     def name(self) -> str:
         """Dot-free file stem, e.g. ``lam0``, ``lam0p5``, ``rlam0p3`` (relative), ``budget20``."""
         lam = ("rlam" if self.relative else "lam") + _fmt_num(self.lam)
+        tag = "-" + safe_name(self.label) if self.label else ""
         if self.budget is None:
-            return lam
-        return "budget" + _fmt_num(self.budget) + ("" if self.lam == 0 and not self.relative else "-" + lam)
+            return lam + tag
+        return "budget" + _fmt_num(self.budget) + ("" if self.lam == 0 and not self.relative else "-" + lam) + tag
 
     def effective_lam(self, reward_scale: float | None = None) -> float:
         """The multiplier in reward units (``lam · reward_scale`` when ``relative``)."""
@@ -175,7 +178,7 @@ class PolicySpec:
         return steps + [self.steps]
 
 
-_LATER_FIELDS: dict[str, Any] = {"n_envs": 1, "normalize": False, "gamma": 0.99, "init_from": None}
+_LATER_FIELDS: dict[str, Any] = {"n_envs": 1, "normalize": False, "gamma": 0.99, "init_from": None, "label": ""}
 
 
 class LagrangeController:

@@ -186,6 +186,14 @@ LONG_STEPS: dict[str, tuple[int, int, float]] = {
     "AntCircle": (2_000_000, 300_000, 0.99),
 }
 LONG_STEPS_DEFAULT = (600_000, 200_000, 0.99)  # Bullet tasks: their simulators are 3-8x slower
+LONG_FRESH_RATIOS: dict[str, tuple[float, ...]] = {
+    # Policies trained from scratch (not from the runner) at these λ ratios, for tasks where
+    # fine-tuning does not find the safe side. DroneRun's cost is a velocity violation that its
+    # runner pays from step ~42 on; fine-tuned at 3·r̄ (λ ≈ 14) its cost stayed at 157 for 200k
+    # steps, and at 10·r̄ (λ ≈ 47) its return fell from 936 to ~500 while the cost stayed at
+    # ~150 for 150k steps. From scratch at λ ≈ 47 the cost is 0 within 50k steps (return ~20).
+    "DroneRun": (3.0, 10.0),
+}
 LONG_RATIOS_BY_TASK: dict[str, tuple[float, ...]] = {
     # Swimmer earns ~0.03 reward per step (a PPO runner at 1M steps: return ~35, ~30 cost steps
     # from its wiggles), so a cost step weighs ~30 reward steps: its λ ratios are scaled up.
@@ -214,7 +222,7 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
     * ``long`` – for tasks ``full`` does not learn (Drone, Ant, velocity): a λ = 0 runner with 8
       lockstep envs and VecNormalize (600k steps; 1M on the velocity tasks, 2M on Ant), then λ ∈
       {0.6, 1.25, 3, 10}·r̄ (Swimmer: {0.5, 2, 6, 20}·r̄) each fine-tuned from it (200k / 300k
-      steps), 2000 episodes.
+      steps), 2000 episodes. DroneRun adds λ ∈ {3, 10}·r̄ trained from scratch (``-fresh``).
     """
     if name == "tiny":
         return CollectBudget("tiny", _policies((RATIO_SAFE,), 2048, 1024, n_steps=512), episodes=20, chunk=8)
@@ -230,6 +238,8 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
         specs = [PolicySpec(lam=0.0, steps=runner, checkpoint_every=runner // 10, seed_offset=1, **vec)]
         specs += [PolicySpec(lam=float(r), relative=True, steps=tune, checkpoint_every=tune // 10, seed_offset=i + 2, init_from=specs[0].name, **vec)
                   for i, r in enumerate(LONG_RATIOS_BY_TASK.get(task.name, LONG_RATIOS))]
+        specs += [PolicySpec(lam=float(r), relative=True, steps=tune, checkpoint_every=tune // 10, seed_offset=len(specs) + 1 + i, label="fresh", **vec)
+                  for i, r in enumerate(LONG_FRESH_RATIOS.get(task.name, ()))]
         return CollectBudget("long", tuple(specs), episodes=2000)
     raise FlrpError(f"unknown collection budget {name!r}; choose one of {', '.join(BUDGET_NAMES)}")
 
