@@ -346,3 +346,15 @@ def test_vectorised_collection_is_deterministic(collected_vec, tmp_path):
     again = collect(TASK, tmp_path, seed=0, budget=_vec_budget(), progress=False)
     assert again.hdf5.name == collected_vec.hdf5.name
     _assert_same_arrays(collected_vec.hdf5, again.hdf5)
+
+
+def test_a_damaged_statistics_file_is_a_one_line_error(collected_vec, tmp_path):
+    from flrp.collect.behaviour import norm_path
+
+    src = collected_vec.work_dir / "policies" / "lam0_final.zip"
+    ckpt = tmp_path / "x_final.zip"
+    shutil.copy(src, ckpt)
+    norm_path(ckpt).write_bytes(b"not an npz")
+    with pytest.raises(FlrpError, match=r"x_final\.norm\.npz: cannot read normalisation statistics") as err:
+        load_actor(ckpt)
+    assert "\n" not in str(err.value)

@@ -235,7 +235,7 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     c.add_argument("task", help="task name, e.g. BallRun or CarRun")
     c.add_argument("--out", default="datasets", help="output directory for the .hdf5 file and its data card (default ./datasets)")
     c.add_argument("--seed", type=int, default=0, help="collection seed (default 0); same seed and budget give the same data")
-    c.add_argument("--budget", default="small", choices=list(BUDGET_NAMES), help="training/collection budget (default small; full is the reference dataset)")
+    c.add_argument("--budget", default="small", choices=list(BUDGET_NAMES), help="training/collection budget (default small; the reference datasets use full for the Ball and Car tasks, long for Drone, Ant and velocity tasks)")
     c.add_argument("--cost-cap", action=argparse.BooleanOptionalAction, default=True, help="drop episodes whose cost exceeds DSRL's max cost for the task, as DSRL's files do (default yes)")
     c.add_argument("--work", default=None, help="directory for policies and episode chunks (default <out>/work-<SimId>-seed<seed>-<budget>); rerunning resumes from it")
     c.add_argument("--quiet", action="store_true", help="no progress bars")

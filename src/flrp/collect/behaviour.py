@@ -36,6 +36,7 @@ import json
 import math
 import re
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -326,7 +327,7 @@ def load_norm(path: str | Path) -> dict[str, np.ndarray] | None:
             if missing:
                 raise FlrpError(f"{npz}: missing key {missing[0]!r} (not a flrp normalisation file)")
             return {k: f[k].copy() for k in _NORM_KEYS}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise FlrpError(f"{npz}: cannot read normalisation statistics ({err})") from None
 
 
