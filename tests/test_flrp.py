@@ -194,3 +194,26 @@ def test_base_kl_certificate_is_zero_without_refinement_and_grows_with_it(datase
     refined.fit(dataset, steps=30, progress=False)
     kl = refined.base_kl(dataset.observations[:4], samples=4000)
     assert np.all(kl > 0.01), kl
+
+
+def test_each_expert_is_trained_by_its_own_objective(dataset):
+    """``expert_grads="own"`` (Sec. 3.3's expert-specific objectives as routing): after one step the
+    safety expert's weights depend on L_h only (turning L_r and L_sh off leaves them unchanged), and
+    likewise for the others. With the default "joint" (one summed Eq. 17) every expert sees every loss."""
+
+    def experts_after_one_step(**kw):
+        algo = FLRP(tiny(**kw), device="cpu")
+        algo.fit(dataset, steps=1, progress=False)
+        return {k: params_of_module(algo.modules["refiner"].experts[k]) for k in ("h", "r", "sh")}
+
+    def params_of_module(mod):
+        return torch.cat([p.detach().flatten() for p in mod.parameters()])
+
+    full = experts_after_one_step(expert_grads="own")
+    only_h = experts_after_one_step(expert_grads="own", lambda_reward=0.0, lambda_shared=0.0)
+    only_r = experts_after_one_step(expert_grads="own", lambda_safety=0.0, lambda_shared=0.0)
+    assert torch.equal(full["h"], only_h["h"]) and torch.equal(full["r"], only_r["r"])
+    assert not torch.equal(full["sh"], only_h["sh"])  # the shared expert did get L_sh
+    joint = experts_after_one_step(expert_grads="joint")
+    joint_h = experts_after_one_step(expert_grads="joint", lambda_reward=0.0, lambda_shared=0.0)
+    assert not torch.equal(joint["h"], joint_h["h"])

@@ -194,6 +194,9 @@ LONG_FRESH_RATIOS: dict[str, tuple[float, ...]] = {
     # steps, and at 10·r̄ (λ ≈ 47) its return fell from 936 to ~500 while the cost stayed at
     # ~150 for 150k steps. From scratch at λ ≈ 47 the cost is 0 within 50k steps (return ~20).
     "DroneRun": (3.0, 10.0),
+    # Swimmer: the 1M-step runner swims at return ~305 and pays cost ~555 (wiggle speed over the
+    # limit); fine-tuned at 0.5, 2, 6 and 20·r̄ its cost stayed at 490–510.
+    "SwimmerVelocity": (2.0, 6.0, 20.0),
 }
 LONG_RATIOS_BY_TASK: dict[str, tuple[float, ...]] = {
     # Swimmer earns ~0.03 reward per step (a PPO runner at 1M steps: return ~35, ~30 cost steps
@@ -223,7 +226,7 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
     * ``long`` – for tasks ``full`` does not learn (Drone, Ant, velocity): a λ = 0 runner with 8
       lockstep envs and VecNormalize (600k steps; 1M on Swimmer and HalfCheetah, 2M on Bullet's Ant, 3M on AntVelocity), then λ ∈
       {0.6, 1.25, 3, 10}·r̄ (Swimmer: {0.5, 2, 6, 20}·r̄) each fine-tuned from it (200k / 300k
-      steps), 2000 episodes. DroneRun adds λ ∈ {3, 10}·r̄ trained from scratch (``-fresh``).
+      steps), 2000 episodes. DroneRun adds λ ∈ {3, 10}·r̄ trained from scratch (``-fresh``), Swimmer {2, 6, 20}·r̄.
     """
     if name == "tiny":
         return CollectBudget("tiny", _policies((RATIO_SAFE,), 2048, 1024, n_steps=512), episodes=20, chunk=8)
