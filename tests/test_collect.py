@@ -346,6 +346,7 @@ def test_vectorised_collection_is_deterministic(collected_vec, tmp_path):
     again = collect(TASK, tmp_path, seed=0, budget=_vec_budget(), progress=False)
     assert again.hdf5.name == collected_vec.hdf5.name
     _assert_same_arrays(collected_vec.hdf5, again.hdf5)
+    assert again.hdf5.read_bytes() == collected_vec.hdf5.read_bytes()
 
 
 def test_a_damaged_statistics_file_is_a_one_line_error(collected_vec, tmp_path):
