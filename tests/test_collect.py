@@ -272,7 +272,7 @@ def test_long_budget_fine_tunes_each_lambda_from_the_runner():
         assert tuned and all(p.init_from == runner.name and p.relative and p.normalize for p in tuned)
         assert sorted(p.lam for p in tuned) == [p.lam for p in tuned] and tuned[-1].lam > 1.25
         assert len({p.seed_offset for p in bud.policies}) == len(bud.policies)
-    # DroneRun also trains its highest λ from scratch (fine-tuning the runner never got safe)
+    # DroneRun also trains λ = 3 and 10·r̄ from scratch (fine-tuning the runner never got safe)
     fresh = [p for p in get_budget("long", get_task("DroneRun")).policies if p.label]
     assert [p.name for p in fresh] == ["rlam3-fresh", "rlam10-fresh"] and all(p.init_from is None for p in fresh)
     assert get_budget("long", get_task("SwimmerVelocity")).policies[0].gamma == 0.9999
@@ -287,7 +287,7 @@ def test_init_from_must_name_an_earlier_policy():
     with pytest.raises(FlrpError, match="init_from='rlam1' must name an earlier policy"):
         CollectBudget("x", (a, PolicySpec(lam=2.0, init_from="rlam1")), episodes=4)
     with pytest.raises(FlrpError, match="n_envs"):
-        PolicySpec(n_envs=3, n_steps=512)
+        PolicySpec(n_envs=3, steps=1000, checkpoint_every=300)
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +310,15 @@ def test_normalised_checkpoints_carry_their_statistics_and_the_actor_applies_the
     model, actor, norm = PPO.load(z, device="cpu"), load_actor(z), load_norm(z)
     assert norm["obs_var"].shape == (7,) and not np.allclose(norm["obs_mean"], 0.0)  # statistics were learned
     obs = np.random.default_rng(0).normal(size=(16, 7)) * 3.0
-    scaled = np.clip((obs - norm["obs_mean"]) / np.sqrt(norm["obs_var"] + norm["epsilon"]), -norm["clip_obs"], norm["clip_obs"])
+    # SB3's own VecNormalize, given the saved statistics, is the reference for the transform
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from flrp.collect.behaviour import _penalised_env
+
+    vn = VecNormalize(DummyVecEnv([lambda: _penalised_env(TASK, 0, 0.0)]), clip_obs=float(norm["clip_obs"]), epsilon=float(norm["epsilon"]))
+    vn.obs_rms.mean, vn.obs_rms.var = norm["obs_mean"], norm["obs_var"]
+    scaled = vn.normalize_obs(obs)
+    vn.close()
     np.testing.assert_allclose(actor(obs), model.predict(scaled, deterministic=True)[0], atol=1e-5)
     # ignoring the statistics would act differently: the test above can tell
     assert not np.allclose(actor(obs), model.predict(obs, deterministic=True)[0], atol=1e-3)
@@ -359,3 +367,22 @@ def test_a_damaged_statistics_file_is_a_one_line_error(collected_vec, tmp_path):
     with pytest.raises(FlrpError, match=r"x_final\.norm\.npz: cannot read normalisation statistics") as err:
         load_actor(ckpt)
     assert "\n" not in str(err.value)
+
+
+def test_statistics_that_do_not_fit_the_policy_are_a_one_line_error(collected_vec, tmp_path):
+    from flrp.collect.behaviour import load_norm, norm_path
+
+    src = collected_vec.work_dir / "policies" / "lam0_final.zip"
+    ckpt = tmp_path / "y_final.zip"
+    shutil.copy(src, ckpt)
+    st = load_norm(src)
+    st["obs_mean"] = np.zeros(3)
+    with open(norm_path(ckpt), "wb") as fh:
+        np.savez(fh, **st)
+    with pytest.raises(FlrpError, match=r"y_final\.norm\.npz: statistics of shape \(3,\) do not fit"):
+        load_actor(ckpt)
+    del st["epsilon"]
+    with open(norm_path(ckpt), "wb") as fh:
+        np.savez(fh, **st)
+    with pytest.raises(FlrpError, match="missing key 'epsilon'"):
+        load_actor(ckpt)

@@ -28,6 +28,7 @@ from torch import nn
 from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
+from flrp.errors import FlrpError
 from flrp.nn.critics import QEnsemble, VNet
 from flrp.nn.flows import ConditionalGaussianFlow, ConditionalRealNVP, standard_normal_log_prob
 from flrp.nn.feasibility import hj_feasibility_terms, iql_reward_terms
@@ -69,8 +70,8 @@ class FLRPConfig(AlgoConfig):
     refine_steps: int = 3
     # Which refiner loss trains which expert. Algorithm 1 line 7 trains "the refiners using the
     # refiner objective Eq. 17": one summed loss whose gradient reaches every expert ("joint", the
-    # default; Table 5's weights lambda_r, lambda_h, lambda_sh only matter this way, since Adam is
-    # invariant to a per-expert loss scale). Sec. 3.3's "expert-specific objectives" also admits
+    # default; Table 5's weights lambda_r, lambda_h, lambda_sh matter as ratios only this way:
+    # under routing Adam is invariant to a per-expert loss scale, and only 0 switches one off). Sec. 3.3's "expert-specific objectives" also admits
     # routing: f_h gets only the gradient of L_h, f_r of L_r, f_sh of L_sh ("own"). Measured: with
     # "own" the last expert, trained on its energy term alone, undoes the others' moves - the toy
     # test's FLRP returned -0.7 +- 2.9 (joint: 15-16), safe either way; on CarCircle at 10k steps
@@ -303,7 +304,7 @@ class FLRP(Algorithm):
         opt.zero_grad(set_to_none=True)
         if c.expert_grads == "joint":
             (loss_critic + loss_flow + loss_ref).backward()
-        else:
+        elif c.expert_grads == "own":
             # Expert-specific objectives (Sec. 3.3): each expert's weights get its own loss only.
             own = {"h": c.lambda_safety * loss_h, "r": c.lambda_reward * loss_r, "sh": c.lambda_shared * loss_sh}
             for k, loss_k in own.items():
@@ -313,6 +314,8 @@ class FLRP(Algorithm):
                 for prm, g in zip(params, grads):
                     prm.grad = torch.zeros_like(prm) if g is None else g  # None: expert unused at this T
             (loss_critic + loss_flow).backward()
+        else:
+            raise FlrpError(f"expert_grads must be 'own' or 'joint', got {c.expert_grads!r}")
         opt.step()
 
         return {

@@ -115,8 +115,8 @@ class PolicySpec:
     steps: int = 100_000
     checkpoint_every: int = 10_000
     seed_offset: int = 0
-    # PPO rollout length (summed over the ``n_envs`` copies); SB3's default 2048. Small budgets
-    # (tests) use fewer.
+    # PPO rollout length per env copy (SB3's ``n_steps``: a rollout is ``n_envs · n_steps`` env
+    # steps); SB3's default 2048. Small budgets (tests) use fewer.
     n_steps: int = 2048
     batch_size: int = 64
     # ``n_envs`` copies of the task stepped in lockstep (SB3 DummyVecEnv, one process); with
@@ -138,8 +138,11 @@ class PolicySpec:
             raise FlrpError(f"policy cost budget must be >= 0, got {self.budget}")
         if self.steps < 1 or self.checkpoint_every < 1:
             raise FlrpError(f"policy steps and checkpoint_every must be >= 1 (got {self.steps}, {self.checkpoint_every})")
-        if self.n_envs < 1 or self.n_steps % self.n_envs:
-            raise FlrpError(f"policy n_envs must be >= 1 and divide n_steps (got n_envs={self.n_envs}, n_steps={self.n_steps})")
+        # Checkpoints are taken when the step count reaches a target; with n_envs copies it moves
+        # in strides of n_envs, so targets must be multiples of it to be labelled exactly.
+        if self.n_envs < 1 or self.steps % self.n_envs or self.checkpoint_every % self.n_envs:
+            raise FlrpError(f"policy n_envs must be >= 1 and divide steps and checkpoint_every (got n_envs={self.n_envs}, "
+                            f"steps={self.steps}, checkpoint_every={self.checkpoint_every})")
         if not 0.0 < self.gamma <= 1.0:
             raise FlrpError(f"policy gamma must be in (0, 1], got {self.gamma}")
 
@@ -327,7 +330,7 @@ def load_norm(path: str | Path) -> dict[str, np.ndarray] | None:
             if missing:
                 raise FlrpError(f"{npz}: missing key {missing[0]!r} (not a flrp normalisation file)")
             return {k: f[k].copy() for k in _NORM_KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as err:
         raise FlrpError(f"{npz}: cannot read normalisation statistics ({err})") from None
 
 
@@ -346,6 +349,8 @@ def _save_model(model: Any, path: Path) -> None:
         with atomic_path(norm_path(path)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **_norm_state(vecnorm))
+    else:
+        norm_path(path).unlink(missing_ok=True)  # a stale one from another run would be applied
     # The temp name ends in ".tmp" (a non-empty suffix), so SB3 writes exactly that file.
     with atomic_path(path) as tmp:
         model.save(tmp)
@@ -414,7 +419,8 @@ def train_policy(
 
     A policy counts as finished when both ``<name>_final.zip`` and ``<name>.json`` exist; a
     partial run (killed mid-training) is restarted from scratch, which gives the same weights
-    because everything is seeded (PPO seed ``seed + spec.seed_offset``; the env is built with
+    because everything is seeded (PPO seed ``seed + spec.seed_offset``, except that a policy with
+    ``init_from`` trains on the runner's torch/numpy streams, see :func:`_warm_start`; the env is built with
     the same seed; one torch thread). ``reward_scale`` is needed by a ``relative`` spec.
     """
     policy_dir = Path(policy_dir)
@@ -437,6 +443,8 @@ def train_policy(
     else:
         from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+        # Construction seeds only; PPO(seed=...) reseeds the copies with ppo_seed + i at their
+        # first reset (DummyVecEnv.seed), which is what decides the episodes.
         env = DummyVecEnv([functools.partial(_penalised_env, task.name, ppo_seed + 7919 * i, lam) for i in range(spec.n_envs)])
         if spec.normalize:
             env = VecNormalize(env, gamma=spec.gamma)
@@ -487,6 +495,10 @@ def _warm_start(sb3: ModuleType, model: Any, policy_dir: Path, spec: PolicySpec)
 
     The optimiser starts afresh; only the network (actor, critic, log-std) and the VecNormalize
     statistics are copied, so the fine-tuning run sees the runner's observation scale at once.
+    Note: ``PPO.load`` reseeds torch's and numpy's global generators with the *runner's* seed,
+    so a fine-tuned policy draws its action noise and minibatch order from that seed (its own
+    ``seed_offset`` reaches only the env copies). Deterministic all the same; the ``long``
+    datasets were made this way, so it is kept.
     """
     src = policy_dir / f"{spec.init_from}_final.zip"
     if not src.exists():
@@ -495,11 +507,11 @@ def _warm_start(sb3: ModuleType, model: Any, policy_dir: Path, spec: PolicySpec)
     try:
         model.policy.load_state_dict(source.policy.state_dict())
     except RuntimeError as err:
-        raise FlrpError(f"policy {spec.name}: {src} does not match this policy's network ({err})") from None
+        raise FlrpError(f"policy {spec.name}: {src} does not match this policy's network ({' '.join(str(err).split())})") from None
     norm = load_norm(src)
     vecnorm = model.get_vec_normalize_env()
     if (norm is None) != (vecnorm is None):
-        raise FlrpError(f"policy {spec.name}: init_from={spec.init_from!r} and this policy must both use normalize or neither")
+        raise FlrpError(f"policy {spec.name}: init_from={spec.init_from!r} ({src}) and this policy must both use normalize or neither")
     if vecnorm is not None and norm is not None:
         _set_norm_state(vecnorm, norm)
 
@@ -582,4 +594,7 @@ def load_actor(path: str | Path) -> NumpyActor:
     if not p.exists():
         raise FlrpError(f"{p}: no such policy checkpoint")
     model = sb3.PPO.load(p, device="cpu")
-    return NumpyActor.from_model(model, load_norm(p))
+    norm = load_norm(p)
+    if norm is not None and norm["obs_mean"].shape != tuple(model.observation_space.shape):
+        raise FlrpError(f"{norm_path(p)}: statistics of shape {norm['obs_mean'].shape} do not fit the policy's observations {model.observation_space.shape}")
+    return NumpyActor.from_model(model, norm)

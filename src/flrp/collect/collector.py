@@ -172,8 +172,8 @@ BUDGET_NAMES: tuple[str, ...] = ("tiny", "small", "medium", "full", "long")
 # the frontier from the runner's (high return, high cost) towards the safe side. The ratios are
 # larger than ``full``'s: where a cost is paid at almost every step (DroneRun, the velocity tasks)
 # fine-tuning at 0.3 or 0.6·r̄ did not lower the runner's cost at all (DroneRun 158 -> 158,
-# HalfCheetahVelocity 241 -> 425 and 270 as it kept speeding up), 1.25·r̄ left DroneRun at 157
-# after 100k steps, and 3·r̄ brought HalfCheetahVelocity to 29 in 300k steps.
+# HalfCheetahVelocity 241 -> 425 and 270 as it kept speeding up), 1.25 and 3·r̄ left DroneRun at
+# 157 after 200k steps, and 3·r̄ brought HalfCheetahVelocity to 29 in 300k steps.
 LONG_RATIOS: tuple[float, ...] = (0.6, RATIO_SAFE, 3.0, 10.0)
 LONG_STEPS: dict[str, tuple[int, int, float]] = {
     # task -> (runner steps, fine-tuning steps per λ, discount). Swimmer needs γ ≈ 1 (its reward
@@ -506,7 +506,10 @@ def _final_eval(work: Path, spec: TaskSpec, rec: TrainedPolicy, env: Any, seed: 
     """
     final = _policy_dir(work) / rec.final
     cache = _policy_dir(work) / f"{rec.name}.final_eval.json"
-    digest = _sha256(final)
+    # The actions depend on the model and on its normalisation statistics (if any): hash both.
+    from flrp.collect.behaviour import norm_path
+
+    digest = _sha256(final) + (":" + _sha256(norm_path(final)) if norm_path(final).exists() else "")
     if cache.exists():
         got = json.loads(cache.read_text())
         if got.get("model_sha256") == digest:
@@ -774,7 +777,7 @@ def _ppo_settings_lines(policies: list[dict[str, Any]]) -> list[str]:
         if not st or (st["n_envs"] == 1 and not st["normalize"] and st["init_from"] is None and st["gamma"] == 0.99):
             continue
         start = f", fine-tuned from {st['init_from']}'s final weights" if st["init_from"] else ""
-        out.append(f"- {p['name']}: {st['n_envs']} lockstep envs, rollout {st['n_steps']}, minibatch {st['batch_size']}, "
+        out.append(f"- {p['name']}: {st['n_envs']} lockstep envs, rollout {st['n_envs']} × {st['n_steps']} steps, minibatch {st['batch_size']}, "
                    f"VecNormalize {'on' if st['normalize'] else 'off'}, γ = {st['gamma']:g}{start}.")
     return out + [""] if out else []
 
