@@ -73,10 +73,10 @@ class FLRPConfig(AlgoConfig):
     # default; Table 5's weights lambda_r, lambda_h, lambda_sh matter as ratios only this way:
     # under routing Adam is invariant to a per-expert loss scale, and only 0 switches one off).
     # Sec. 3.3's "expert-specific objectives" also admits routing: f_h gets only the gradient of
-    # L_h, f_r of L_r, f_sh of L_sh ("own"). Measured: with
-    # "own" the last expert, trained on its energy term alone, undoes the others' moves - the toy
-    # test's FLRP returned -0.7 +- 2.9 (joint: 15-16), safe either way; on CarCircle at 10k steps
-    # (one seed, 10 episodes) "own" gave cost 3.1 +- 3.5 vs 5.8 +- 7.9, still unsafe.
+    # L_h, f_r of L_r, f_sh of L_sh ("own"). Measured: with "own" the last expert, trained on its
+    # energy term alone, undoes the others' moves - the toy test's FLRP returned -0.7 +- 2.9
+    # (joint: 15-16), safe either way; on CarCircle at 10k steps (one seed, 10 episodes) "own"
+    # gave cost 3.1 +- 3.5 vs 5.8 +- 7.9, still unsafe.
     expert_grads: Literal["own", "joint"] = "joint"
     # Refiner loss weights lambda_r, lambda_h, lambda_sh, Eq. 17 (Table 5: 1, 1, 0.5).
     lambda_reward: float = 1.0

@@ -150,7 +150,7 @@ class PolicySpec:
         """The spec as a dict, without the later-added fields that hold their defaults.
 
         Budgets hash this, so the fingerprints of budgets made before ``n_envs``/``normalize``/
-        ``gamma``/``init_from`` existed (and recorded in shipped datasets) do not change.
+        ``gamma``/``init_from``/``label`` existed (and recorded in shipped datasets) do not change.
         """
         d = asdict(self)
         for key, default in _LATER_FIELDS.items():
@@ -432,14 +432,12 @@ def train_policy(
     sb3 = import_sb3()
     import torch
 
-    from flrp.envs import make
-
     policy_dir.mkdir(parents=True, exist_ok=True)
     ppo_seed = int(seed) + int(spec.seed_offset)
     lam = spec.effective_lam(reward_scale)
     t0 = time.perf_counter()
     if spec.n_envs == 1 and not spec.normalize:
-        env = cost_penalty(make(task.name, seed=ppo_seed), lam=lam)  # SB3 wraps it (Monitor, DummyVecEnv)
+        env = _penalised_env(task.name, ppo_seed, lam)  # SB3 wraps it (Monitor, DummyVecEnv)
     else:
         from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 

@@ -67,6 +67,7 @@ from flrp.collect.behaviour import (
     TrainedPolicy,
     import_sb3,
     load_actor,
+    norm_path,
     train_policy,
 )
 from flrp.data.tasks import TaskSpec, get_task
@@ -167,7 +168,8 @@ BUDGET_NAMES: tuple[str, ...] = ("tiny", "small", "medium", "full", "long")
 # steps (``full``) learn BallRun, CarRun and CarCircle but not the Drone, Ant or velocity tasks
 # (their unconstrained policies stay slow, so the data miss the high-cost side). Eight envs in
 # lockstep with VecNormalize and minibatches of 256 ran HalfCheetahVelocity at ~8k env steps/s on
-# one core (vs ~500 for ``full``'s settings) and reached return ~1700 / cost ~250 within 1M steps.
+# one core (``full``'s single-env PPO ran the Bullet tasks at 400-700) and reached return ~1700 /
+# cost ~250 within 1M steps.
 # Fine-tuning each λ from the runner's final weights makes the checkpoints along that run walk
 # the frontier from the runner's (high return, high cost) towards the safe side. The ratios are
 # larger than ``full``'s: where a cost is paid at almost every step (DroneRun, the velocity tasks)
@@ -241,10 +243,10 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
         runner, tune, gamma = LONG_STEPS.get(task.name, LONG_STEPS_DEFAULT)
         vec = dict(n_envs=8, n_steps=2048, batch_size=256, normalize=True, gamma=gamma)
         specs = [PolicySpec(lam=0.0, steps=runner, checkpoint_every=runner // 10, seed_offset=1, **vec)]
-        specs += [PolicySpec(lam=float(r), relative=True, steps=tune, checkpoint_every=tune // 10, seed_offset=i + 2, init_from=specs[0].name, **vec)
-                  for i, r in enumerate(LONG_RATIOS_BY_TASK.get(task.name, LONG_RATIOS))]
-        specs += [PolicySpec(lam=float(r), relative=True, steps=tune, checkpoint_every=tune // 10, seed_offset=len(specs) + 1 + i, label="fresh", **vec)
-                  for i, r in enumerate(LONG_FRESH_RATIOS.get(task.name, ()))]
+        tuned = [dict(init_from=specs[0].name, lam=r) for r in LONG_RATIOS_BY_TASK.get(task.name, LONG_RATIOS)]
+        fresh = [dict(label="fresh", lam=r) for r in LONG_FRESH_RATIOS.get(task.name, ())]
+        for kw in tuned + fresh:  # relative λ, PPO seed offsets 2, 3, ... in this order
+            specs.append(PolicySpec(relative=True, steps=tune, checkpoint_every=tune // 10, seed_offset=len(specs) + 1, **kw, **vec))
         return CollectBudget("long", tuple(specs), episodes=2000)
     raise FlrpError(f"unknown collection budget {name!r}; choose one of {', '.join(BUDGET_NAMES)}")
 
@@ -507,8 +509,6 @@ def _final_eval(work: Path, spec: TaskSpec, rec: TrainedPolicy, env: Any, seed: 
     final = _policy_dir(work) / rec.final
     cache = _policy_dir(work) / f"{rec.name}.final_eval.json"
     # The actions depend on the model and on its normalisation statistics (if any): hash both.
-    from flrp.collect.behaviour import norm_path
-
     digest = _sha256(final) + (":" + _sha256(norm_path(final)) if norm_path(final).exists() else "")
     if cache.exists():
         got = json.loads(cache.read_text())
