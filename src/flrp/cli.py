@@ -51,10 +51,13 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None
         group.add_argument(_flag(f.name), **kwargs)
 
 
-def _config_from_args(config_cls: type, ns: argparse.Namespace, steps: int | None) -> Any:
+def _config_from_args(config_cls: type, ns: argparse.Namespace, steps: int | None, algo_cls: Any = None) -> Any:
     overrides = {k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg_")}
     if steps is not None:
         overrides["steps"] = steps
+    preset = getattr(ns, "preset", None)
+    if preset is not None and algo_cls is not None:
+        return algo_cls.preset_config(preset, **overrides)
     return config_cls(**overrides)
 
 
@@ -73,7 +76,7 @@ def cmd_train(ns: argparse.Namespace, config_cls: type, algo_cls: type) -> int:
 
     _set_threads(ns.threads)
     ds, task = resolve_dataset(ns.dataset, ns.task)
-    config = _config_from_args(config_cls, ns, ns.steps)
+    config = _config_from_args(config_cls, ns, ns.steps, algo_cls)
     stem = task.name if task else Path(ns.dataset).stem
     out = Path(ns.out) if ns.out else Path("runs") / f"{algo_cls.name}-{stem}-seed{config.seed}"
     if not ns.resume and out.exists():
@@ -118,7 +121,8 @@ def _evaluate_and_report(model: Path, task: Any, ns: argparse.Namespace, out: Pa
     return 0
 
 
-def cmd_eval(ns: argparse.Namespace) -> int:
+def _model_and_task(ns: argparse.Namespace) -> tuple[Path, Any, Path]:
+    """(model file, task, run directory) of ``flrp eval|diagnose MODEL [--task NAME]``."""
     from flrp.data.tasks import get_task
 
     _set_threads(ns.threads)
@@ -133,13 +137,29 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         task_name = json.loads(run_json.read_text()).get("task")
     if task_name is None:
         raise FlrpError(f"{model}: no task recorded for this model; pass --task NAME")
+    return model, get_task(task_name), out
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    model, task, out = _model_and_task(ns)
     dataset = None
-    task = get_task(task_name)
     if task.suite == "toy":
         from flrp.datasets import resolve_dataset
 
         dataset, _ = resolve_dataset("toy")
     return _evaluate_and_report(model, task, ns, out, dataset=dataset)
+
+
+def cmd_diagnose(ns: argparse.Namespace) -> int:
+    from flrp.evaluation.diagnose import diagnose
+
+    model, task, out = _model_and_task(ns)
+    d = diagnose(model, task, out, episodes=ns.episodes, seed=ns.eval_seed, deterministic=ns.deterministic,
+                 samples=ns.samples, horizon=ns.horizon, cost_limit=ns.cost_limit)
+    print(f"flrp: {d.episodes} episodes, normalized reward {d.norm_reward:.3f}, normalized cost {d.norm_cost:.3f}, {d.onsets} violation onsets")
+    print(f"flrp: {d.verdict}")
+    print(f"flrp: figures in {out / 'diagnosis.md'} and {out / 'diagnosis.png'}")
+    return 0
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
@@ -214,6 +234,8 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from <out>/checkpoint.pt if present (default yes)")
     t.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb (needs flrp[tensorboard])")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    if algo_cls.presets:
+        t.add_argument("--preset", default=None, choices=sorted(algo_cls.presets), help="named settings; flags given explicitly override them (default: the paper's values, = 'paper' where offered)")
     _eval_flags(t, train=True)
     _add_config_flags(t, algo_cls.Config)
 
@@ -222,6 +244,15 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     e.add_argument("--task", default=None, help="task name (default: the one recorded in run.json)")
     e.add_argument("--threads", type=int, default=1)
     _eval_flags(e, train=False)
+
+    d = sub.add_parser("diagnose", help="why is a policy unsafe? critic recall, refiner effectiveness and time outside on evaluation episodes")
+    d.add_argument("model", help="a run directory or a model.pt file (an flrp model)")
+    d.add_argument("--task", default=None, help="task name (default: the one recorded in run.json)")
+    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--samples", type=int, default=16, help="base samples per step to test whether a feasible action existed (default 16)")
+    d.add_argument("--horizon", type=int, default=20, help="steps before each violation to score the critic's warning (default 20)")
+    _eval_flags(d, train=False)
+    d.set_defaults(episodes=10)
 
     i = sub.add_parser("info", help="summarise a dataset and plot its cost-return scatter")
     i.add_argument("dataset", help="path to a DSRL-format .hdf5 file, or 'toy'")
@@ -275,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(ns)
         if ns.command == "info":
             return cmd_info(ns)
+        if ns.command == "diagnose":
+            return cmd_diagnose(ns)
         if ns.command == "collect":
             return cmd_collect(ns)
         return cmd_tasks(ns)

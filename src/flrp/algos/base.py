@@ -126,6 +126,16 @@ class Algorithm(abc.ABC):
     eval_deterministic: ClassVar[bool] = True
     # Metrics shown live on the progress bar (default: the first four the update returns).
     progress_keys: ClassVar[tuple[str, ...]] = ()
+    # Named config overrides (``flrp train --preset NAME``); empty: the defaults only.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides: Any) -> AlgoConfig:
+        """The config of preset ``name`` with ``overrides`` applied on top."""
+        if name not in cls.presets:
+            known = ", ".join(sorted(cls.presets)) or "none"
+            raise FlrpError(f"{cls.name}: unknown preset '{name}' (presets: {known})")
+        return cls.Config(**{**cls.presets[name], **overrides})
 
     def __init__(self, config: AlgoConfig | None = None, device: str | torch.device = "auto") -> None:
         self.config = config if config is not None else self.Config()

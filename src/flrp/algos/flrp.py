@@ -31,12 +31,12 @@ from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
 from flrp.nn.critics import QEnsemble, VNet
 from flrp.nn.flows import ConditionalGaussianFlow, ConditionalRealNVP, standard_normal_log_prob
-from flrp.nn.feasibility import hj_feasibility_terms, iql_reward_terms
+from flrp.nn.feasibility import behaviour_hj_value, hj_feasibility_terms, iql_reward_terms
 from flrp.nn.functional import awr_weight, soft_update
 from flrp.nn.mlp import MLP
 from flrp.nn.policies import GaussianDecoder
 
-__all__ = ["FLRPConfig", "FLRP", "refine_schedule"]
+__all__ = ["FLRPConfig", "FLRP", "FLRP_PRESETS", "flow_weights", "refine_schedule", "select_candidates"]
 
 
 @dataclass
@@ -107,6 +107,80 @@ class FLRPConfig(AlgoConfig):
     # Reward scale for the critics; None -> FISOR's max_episode_steps / (R_max - R_min) of the data.
     reward_scale: float | None = None
 
+    # ---- convergence and recovery levers (issue 11). Each default is the paper's behaviour;
+    # the "fast" preset (FLRP_PRESETS) turns on the ones a measurement kept.
+    # Which V_h the HJ backup of Eq. 9 reads at s': "target" (Eq. 9, V_h^tgt, the paper) or
+    # "online" (FISOR's update_qc reads the online value net; with tau = 0.001 targets the backup
+    # otherwise propagates one lagged step per ~1/tau updates).
+    hj_next_value: Literal["target", "online"] = "target"
+    # Sec. 3.4's phased schedule: the first critic_warmup_steps train the four critics only
+    # (critic-only steps cost about a third of a full step); the next flow_warmup_steps add the
+    # flow/decoder (Eq. 11-13); then every component as in Algorithm 1. 0, 0 = Algorithm 1.
+    critic_warmup_steps: int = 0
+    flow_warmup_steps: int = 0
+    # Warm start of Q_h: for the first hj_warm_start_steps Q_h regresses to the behaviour policy's
+    # discounted HJ value computed backward along each logged trajectory (Eq. 7 with the logged
+    # next state, no min over actions), then switches to Eq. 9. For deterministic dynamics that
+    # value is >= V*(s) (a safe-side start the reversed-expectile backup then lowers). 0 = off.
+    hj_warm_start_steps: int = 0
+    # Weighting of the ELBO and prior shaping at infeasible states (V_h(s) > 0). "paper": Eq. 11's
+    # sig(-Q_h/T_q) sig(-V_h/T_v) (~0 there: nothing is learned outside the feasible set) and
+    # Eq. 12's I_feas. "fisor" (deviation from the paper, FISOR's actor weighting): where
+    # V_h(s) > 0 both weights become min(exp(beta_h (V_h - Q_h)), clip_h), so the flow learns
+    # and shapes toward the logged actions that lower Q_h most, i.e. the data's recoveries.
+    infeasible_weighting: Literal["paper", "fisor"] = "paper"
+    # Inference-time selection (deviation from the paper, FISOR's inference): draw this many
+    # u_0 ~ N(0, I), refine and decode each, keep the highest-Q_r action among those with
+    # Q_h <= 0, or the lowest-Q_h one if none is feasible. 1 = the paper (one sample).
+    select_samples: int = 1
+
+
+# Named settings (``flrp train --preset NAME``; explicit flags still override a preset's values).
+# "paper" is Tables 4-5 and Algorithm 1 literally (the dataclass defaults; a test pins it).
+# "fast" is what reached safe policies within ~30 core-minutes on this project's datasets
+# (README "FLRP presets" for the measurements behind each value).
+FLRP_PRESETS: dict[str, dict[str, object]] = {
+    "paper": {},
+    "fast": {
+        "tau": 0.005,  # FISOR's critic tau (FISOR configs: tau=0.005; its 0.001 is the actor EMA)
+        "hj_next_value": "online",  # FISOR update_qc
+        "critic_warmup_steps": 10_000,
+        "infeasible_weighting": "fisor",
+        "select_samples": 16,  # FISOR's N = 16 candidates
+        "steps": 25_000,
+        "hidden": 256,
+    },
+}
+
+
+def flow_weights(q_h: torch.Tensor, v_h: torch.Tensor, adv_r: torch.Tensor, c: FLRPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights of the flow losses: (w of Eq. 11, w_r of Eq. 12), from detached critic values.
+
+    Paper: w = sig(-Q_h/T_q) sig(-V_h/T_v) and w_r = min(exp(beta_r (Q_r - V_r)), 100) I_feas.
+    ``infeasible_weighting="fisor"`` (deviation, FISOR's actor weights): where V_h(s) > 0 both
+    become min(exp(beta_h (V_h - Q_h)), 150), so the flow learns, and the prior is shaped
+    toward, the logged actions that lower Q_h most below V_h: the data's recoveries.
+    """
+    w = torch.sigmoid(-q_h / c.weight_temperature_q) * torch.sigmoid(-v_h / c.weight_temperature_v)  # Eq. 11
+    w_r = awr_weight(adv_r, c.reward_temperature, c.reward_weight_clip) * (q_h <= 0).float()  # Eq. 12
+    if c.infeasible_weighting == "fisor":
+        infeasible = v_h > 0
+        w_rec = awr_weight(v_h - q_h, c.feasibility_temperature, c.feasibility_weight_clip)
+        w = torch.where(infeasible, w_rec, w)
+        w_r = torch.where(infeasible, w_rec, w_r)
+    elif c.infeasible_weighting != "paper":
+        raise FlrpError(f"infeasible_weighting must be 'paper' or 'fisor', got {c.infeasible_weighting!r}")
+    return w, w_r
+
+
+def select_candidates(q_h: torch.Tensor, q_r: torch.Tensor) -> torch.Tensor:
+    """Index (B,) of the candidate kept per state from (N, B) critic values: the highest Q_r
+    among candidates with Q_h <= 0, else the lowest Q_h (FISOR's inference rule)."""
+    feasible = q_h <= 0
+    score = torch.where(feasible, q_r, torch.full_like(q_r, -torch.inf))
+    any_feasible = feasible.any(0)
+    return torch.where(any_feasible, score.argmax(0), q_h.argmin(0))
+
 
 def refine_schedule(steps: int) -> list[str]:
     """Which expert acts at each refinement step (Sec. 3.3 and Sec. 5).
@@ -157,6 +231,7 @@ class FLRP(Algorithm):
 
     name = "flrp"
     Config = FLRPConfig
+    presets = FLRP_PRESETS
     config: FLRPConfig
     # Sec. 3.3/3.4: at inference u ~ N(0, I) is refined and decoded to its mean a_bar.
     eval_deterministic = False
@@ -214,6 +289,8 @@ class FLRP(Algorithm):
         span = max(spec.episode_return_max - spec.episode_return_min, 1e-6)
         scale = c.reward_scale if c.reward_scale is not None else spec.max_episode_steps / span
         data["rew"] = data["rew"] * np.float32(scale)
+        if c.hj_warm_start_steps > 0:
+            data["h_mc"] = behaviour_hj_value(data["h"], ds.episode_bounds, c.gamma)
         if c.feasibility == "cost":
             # "w/o HJ" ablation: the zero-violation samples are transitions of zero-cost episodes
             # (all zero-cost transitions if the data has no zero-cost episode).
@@ -237,37 +314,60 @@ class FLRP(Algorithm):
         return q_target - thr, v - thr, thr
 
     # ------------------------------------------------------------------ Algorithm 1
+    def phase(self, step: int | None = None) -> str:
+        """Which components train at ``step`` (Sec. 3.4 phases; "all" = Algorithm 1)."""
+        c = self.config
+        step = self.step if step is None else step
+        if step < c.critic_warmup_steps:
+            return "critic"
+        if step < c.critic_warmup_steps + c.flow_warmup_steps:
+            return "flow"
+        return "all"
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, m = self.config, self.modules
         s, a, s2 = batch["obs"], batch["act"], batch["next_obs"]
         r, h, term = batch["rew"], batch["h"], batch["terminal"]
         gamma = c.gamma
+        phase = self.phase()
 
         # ---- Sec. 3.1 / 3.4: critics (Algorithm 1, lines 4–5) --------------------------------
         # Feasibility: Eq. 8 (reversed expectile on the twin-max target Q_h) and Eq. 9 (the HJ
         # backup (1-g) h(s) + g max{h(s), V_h^tgt(s')}, terminals stop at h(s)). The "w/o HJ"
         # ablation swaps the backup for the discounted cost value c + g (1 - d) V_c^tgt(s').
         hj = c.feasibility == "hj"
+        warm = batch["h_mc"] if hj and self.step < c.hj_warm_start_steps else None
         feas = hj_feasibility_terms(
-            m["q_h"], m["q_h_target"], m["v_h"], m["v_h_target"], s, a,
+            m["q_h"], m["q_h_target"], m["v_h"], m["v_h" if c.hj_next_value == "online" else "v_h_target"], s, a,
             h if hj else batch["cost"], s2, term, gamma, c.expectile_feasibility,
-            backup="hj" if hj else "discounted",
+            backup="hj" if hj else "discounted", fixed_target=warm,
         )
         # Reward: IQL, Eq. 21 (expectile on the twin-min target Q_r) and Eq. 22 (r + g V_r(s')).
         rew = iql_reward_terms(m["q_r"], m["q_r_target"], m["v_r"], s, a, r, s2, term, gamma, c.expectile_reward)
         loss_q_h, loss_v_h, q_h_t, v_h_d = feas
         loss_q_r, loss_v_r, q_r_t, v_r_d = rew
         loss_critic = loss_v_h + loss_q_h + loss_v_r + loss_q_r
+        metrics: dict[str, torch.Tensor] = {
+            "critic/q_h": loss_q_h.detach(),
+            "critic/v_h": loss_v_h.detach(),
+            "critic/q_r": loss_q_r.detach(),
+            "critic/v_r": loss_v_r.detach(),
+            "feas/v_h_mean": v_h_d.mean(),
+        }
+        opt = self.optimizers["all"]
+        if phase == "critic":  # Sec. 3.4, first phase: the critics alone
+            opt.zero_grad(set_to_none=True)
+            loss_critic.backward()
+            opt.step()
+            return metrics
 
         # Critic outputs used as fixed targets by the flow and the refiner (paper-notes: w,
         # I_feas, w_h, w_r are detached). Q values come from the target nets (FISOR practice).
         qh_sa, vh_s, thr = self._feasibility_values(q_h_t, v_h_d, batch)
         feasible = (qh_sa <= 0).float()  # I_feas(s, a) = 1{Q_h(s, a) <= 0}
-        w_r = awr_weight(q_r_t - v_r_d, c.reward_temperature, c.reward_weight_clip) * feasible
+        w, w_r = flow_weights(qh_sa, vh_s, q_r_t - v_r_d, c)
 
         # ---- Sec. 3.2: flows and decoder (Algorithm 1, line 6) --------------------------------
-        # Eq. 11 weight: w(s, a) = sig(-Q_h/T_q) sig(-V_h/T_v).
-        w = torch.sigmoid(-qh_sa / c.weight_temperature_q) * torch.sigmoid(-vh_s / c.weight_temperature_v)
         eps = torch.randn(s.shape[0], self.latent_dim, device=s.device, generator=self._noise_gen)
         z_q, log_q = m["posterior"].rsample_and_log_prob(torch.cat([s, a], -1), eps)
         log_pi = m["decoder"].log_prob(torch.cat([s, z_q], -1), a)
@@ -283,6 +383,21 @@ class FLRP(Algorithm):
         h0 = c.entropy_floor_per_dim * self.latent_dim
         loss_entropy = F.relu(h0 - entropy)  # Eq. 13 hinge
         loss_flow = loss_elbo + c.lambda_shape * loss_shape + c.lambda_entropy * loss_entropy  # Eq. 13
+        metrics.update({
+            "flow/elbo": loss_elbo.detach(),
+            # w-weighted means: what Eq. 11 optimises (pairs with w ~ 0 are deliberately untrained)
+            "flow/nll": ((w * -log_pi).sum() / w.sum().clamp_min(1e-8)).detach(),
+            "flow/kl": ((w * kl).sum() / w.sum().clamp_min(1e-8)).detach(),
+            "flow/shape": loss_shape.detach(),
+            "flow/entropy": entropy.detach(),
+            "feas/frac_feasible": feasible.mean(),
+            "feas/w_mean": w.mean(),
+        })
+        if phase == "flow":  # Sec. 3.4, second phase: critics + flow module
+            opt.zero_grad(set_to_none=True)
+            (loss_critic + loss_flow).backward()
+            opt.step()
+            return metrics
 
         # ---- Sec. 3.3: refiner (Algorithm 1, line 7) ------------------------------------------
         u0 = torch.randn(s.shape[0], self.latent_dim, device=s.device, generator=self._noise_gen)
@@ -301,7 +416,6 @@ class FLRP(Algorithm):
         loss_ref = c.lambda_reward * loss_r + c.lambda_safety * loss_h + c.lambda_shared * loss_sh  # Eq. 17
 
         # ---- one step for every component ----------------------------------------------------
-        opt = self.optimizers["all"]
         opt.zero_grad(set_to_none=True)
         if c.expert_grads == "joint":
             (loss_critic + loss_flow + loss_ref).backward()
@@ -319,24 +433,17 @@ class FLRP(Algorithm):
             raise FlrpError(f"expert_grads must be 'own' or 'joint', got {c.expert_grads!r}")
         opt.step()
 
-        return {
-            "critic/q_h": loss_q_h.detach(),
-            "critic/v_h": loss_v_h.detach(),
-            "critic/q_r": loss_q_r.detach(),
-            "critic/v_r": loss_v_r.detach(),
-            "flow/elbo": loss_elbo.detach(),
-            # w-weighted means: what Eq. 11 optimises (pairs with w ~ 0 are deliberately untrained)
-            "flow/nll": ((w * -log_pi).sum() / w.sum().clamp_min(1e-8)).detach(),
-            "flow/kl": ((w * kl).sum() / w.sum().clamp_min(1e-8)).detach(),
-            "flow/shape": loss_shape.detach(),
-            "flow/entropy": entropy.detach(),
+        metrics.update({
             "refiner/reward": loss_r.detach(),
             "refiner/safety": loss_h.detach(),
             "refiner/shared": loss_sh.detach(),
-            "feas/frac_feasible": feasible.mean(),
-            "feas/v_h_mean": v_h_d.mean(),
-            "feas/w_mean": w.mean(),
-        }
+            # cheap diagnostic: share of refined actions the critic flags (Q_h(s, a_bar) > 0),
+            # overall and at states the critic calls feasible (where a feasible action exists)
+            "diag/refined_flagged": (q_h_bar > 0).float().mean().detach(),
+            "diag/refined_flagged_feasible_s": (((q_h_bar > 0) & (vh_s <= 0)).float().sum()
+                                                / (vh_s <= 0).float().sum().clamp_min(1.0)).detach(),
+        })
+        return metrics
 
     def after_update(self) -> None:
         tau = self.config.tau  # Table 4: 0.001 for every FLRP target network
@@ -347,15 +454,64 @@ class FLRP(Algorithm):
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """u_0 ~ N(0, I) -> T refinement steps -> frozen prior flow -> decoded mean a_bar(s, u_T)
         (Sec. 3.3: a_bar is used for evaluation and rollouts). ``deterministic`` starts from the
-        base mode u_0 = 0 instead, so the same state always gives the same action."""
-        m = self.modules
+        base mode u_0 = 0 instead, so the same state always gives the same action. With
+        ``select_samples`` N > 1 (a deviation, see FLRPConfig) N stochastic candidates are drawn
+        and the best is kept by the critics."""
+        n = 1 if deterministic else self.config.select_samples
+        if n <= 1:
+            return self.decode_base(obs, self._base_noise(obs, deterministic))
+        B = obs.shape[0]
+        s = obs.repeat(n, 1)  # (n*B, S): candidate j of state i at row j*B + i
+        a = self.decode_base(s, self._base_noise(s, False))
+        q_h = self.modules["q_h"](s, a).max(0).values.view(n, B)
+        q_r = self.modules["q_r"](s, a).min(0).values.view(n, B)
+        return a.view(n, B, -1)[select_candidates(q_h, q_r), torch.arange(B, device=obs.device)]
+
+    def _base_noise(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
-            u0 = torch.zeros(obs.shape[0], self.latent_dim, device=obs.device)
-        else:
-            u0 = torch.randn(obs.shape[0], self.latent_dim, device=obs.device, generator=self._noise_gen)
-        u = m["refiner"](obs, u0, self.config.refine_steps)
+            return torch.zeros(obs.shape[0], self.latent_dim, device=obs.device)
+        return torch.randn(obs.shape[0], self.latent_dim, device=obs.device, generator=self._noise_gen)
+
+    def decode_base(self, obs: torch.Tensor, u0: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """a_bar(s, u_T): refine u0 for ``steps`` (default T) steps, map through the prior, decode."""
+        m = self.modules
+        u = m["refiner"](obs, u0, self.config.refine_steps if steps is None else steps)
         z, _ = m["prior"](u, obs)
         return m["decoder"].mean(torch.cat([obs, z], -1))
+
+    @torch.no_grad()
+    def safety_trace(
+        self, obs: torch.Tensor, act: torch.Tensor, samples: int = 16, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """What the critics say about one batch of (normalised) states and taken actions in [-1, 1]
+        (``flrp diagnose``): V_h(s); Q_h(s, a) of the taken action; Q_h along one fresh base
+        sample's refinement path (u_0, then after each expert of the schedule, (B, T + 1)); and
+        whether any of ``samples`` base samples decodes to an action with Q_h <= 0, without
+        (``prior``) and with refinement (``refined``). Noise comes from ``generator``."""
+        m, c = self.modules, self.config
+        B, Z = obs.shape[0], self.latent_dim
+        gen = generator if generator is not None else self._noise_gen
+
+        def q_h(s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            z, _ = m["prior"](u, s)
+            return m["q_h"](s, m["decoder"].mean(torch.cat([s, z], -1))).max(0).values
+
+        u = torch.randn(B, Z, device=obs.device, generator=gen)
+        path = [q_h(obs, u)]
+        for k in refine_schedule(c.refine_steps):
+            u = u + m["refiner"].experts[k](obs, u)
+            path.append(q_h(obs, u))
+        s_rep = obs.repeat(samples, 1)
+        u_n = torch.randn(samples * B, Z, device=obs.device, generator=gen)
+        prior_q = q_h(s_rep, u_n).view(samples, B)
+        refined_q = q_h(s_rep, m["refiner"](s_rep, u_n, c.refine_steps)).view(samples, B)
+        return {
+            "v_h": m["v_h"](obs),
+            "q_h_taken": m["q_h"](obs, act).max(0).values,
+            "q_h_path": torch.stack(path, 1),
+            "any_feasible_prior": (prior_q <= 0).any(0),
+            "any_feasible_refined": (refined_q <= 0).any(0),
+        }
 
     @torch.no_grad()
     def feasibility_value(self, obs: np.ndarray) -> np.ndarray:

@@ -16,14 +16,16 @@ the four can be minimised in one backward pass with one Adam without mixing thei
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Sequence
+
+import numpy as np
 
 import torch
 from torch import nn
 
 from flrp.nn.functional import expectile_loss, hj_target, iql_q_target, reversed_expectile_loss
 
-__all__ = ["CriticTerms", "iql_reward_terms", "hj_feasibility_terms"]
+__all__ = ["CriticTerms", "iql_reward_terms", "hj_feasibility_terms", "behaviour_hj_value"]
 
 
 class CriticTerms(NamedTuple):
@@ -76,16 +78,41 @@ def hj_feasibility_terms(
     gamma: float,
     expectile: float,
     backup: Literal["hj", "discounted"] = "hj",
+    fixed_target: torch.Tensor | None = None,
 ) -> CriticTerms:
     """HJ feasibility critics (Eq. 7-9; FISOR ``update_vc``/``update_qc`` with ``critic_type="hj"``).
 
     ``signal`` is h(s) for ``backup="hj"``; with ``backup="discounted"`` it is a per-step cost and
     the target is the ordinary ``c + gamma (1 - d) V(s')`` (FLRP's "w/o HJ" ablation, FISOR
     ``critic_type="qc"``). ``v_h_next`` is the V_h read at s' (a target copy or ``v_h`` itself).
+    ``fixed_target``, if given, replaces the backup as Q_h's regression target (FLRP's warm start).
     """
     with torch.no_grad():
         q_t = q_h_target(s, a).max(0).values  # twin max: conservative feasibility
-        nv = v_h_next(s2)
-        y = hj_target(signal, nv, terminal, gamma) if backup == "hj" else iql_q_target(signal, nv, terminal, gamma)
+        if fixed_target is not None:
+            y = fixed_target
+        else:
+            nv = v_h_next(s2)
+            y = hj_target(signal, nv, terminal, gamma) if backup == "hj" else iql_q_target(signal, nv, terminal, gamma)
     v_s = v_h(s)
     return CriticTerms(_twin_mse(q_h(s, a), y), reversed_expectile_loss(q_t - v_s, expectile), q_t, v_s.detach())
+
+
+def behaviour_hj_value(h: np.ndarray, episode_bounds: Sequence[tuple[int, int]], gamma: float) -> np.ndarray:
+    """The logged trajectory's own discounted HJ value, computed backward along each episode:
+    ``V_b(t) = (1 - gamma) h_t + gamma max{h_t, V_b(t+1)}`` (Eq. 7 along the logged next state).
+
+    At the episode's last transition ``V_b = h_t``: the fixed point of Eq. 7 for a trajectory
+    that stays where it ends (a terminal, or a timeout whose future is unknown). For
+    deterministic dynamics the logged actions are one admissible control, so ``V_b >= V*``:
+    a safe-side start for Q_h (FLRP's ``hj_warm_start_steps``). Returns float32 (N,).
+    """
+    out = np.empty(len(h), dtype=np.float64)
+    hh = np.asarray(h, dtype=np.float64)
+    for start, end in episode_bounds:
+        nxt = hh[end - 1]
+        out[end - 1] = nxt
+        for t in range(end - 2, start - 1, -1):
+            nxt = (1.0 - gamma) * hh[t] + gamma * max(hh[t], nxt)
+            out[t] = nxt
+    return out.astype(np.float32)

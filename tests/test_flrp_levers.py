@@ -1,0 +1,265 @@
+"""FLRP's convergence and recovery levers (issue 11), the presets, and the safety expert's direction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from flrp.algos import FLRP, FLRPConfig
+from flrp.algos.flrp import FLRP_PRESETS, flow_weights, select_candidates
+from flrp.data.dataset import OfflineDataset
+from flrp.nn.feasibility import behaviour_hj_value
+from tests.test_flrp import refined_and_unrefined
+
+TINY = dict(hidden=16, batch_size=64, prior_layers=2, posterior_layers=1)
+
+
+def tiny(**kw) -> FLRPConfig:
+    return FLRPConfig(**{**TINY, **kw})
+
+
+def params_of(algo, *names):
+    return torch.cat([p.detach().flatten().clone() for n in names for p in algo.modules[n].parameters()])
+
+
+# ---------------------------------------------------------------- presets
+def test_paper_preset_is_the_literal_paper_and_the_defaults():
+    """The paper preset is Tables 4-5 / Algorithm 1: every lever at its paper value."""
+    assert FLRP.preset_config("paper") == FLRPConfig()
+    c = FLRPConfig()
+    assert (c.tau, c.hj_next_value, c.critic_warmup_steps, c.flow_warmup_steps) == (0.001, "target", 0, 0)
+    assert (c.hj_warm_start_steps, c.infeasible_weighting, c.select_samples) == (0, "paper", 1)
+    assert (c.steps, c.hidden, c.batch_size) == (1_000_000, 256, 512)
+
+
+def test_fast_preset_changes_only_named_fields_and_flags_override_it():
+    fast = FLRP.preset_config("fast")
+    changed = {f.name for f in dataclasses.fields(FLRPConfig) if getattr(fast, f.name) != getattr(FLRPConfig(), f.name)}
+    assert changed == {k for k, v in FLRP_PRESETS["fast"].items() if getattr(FLRPConfig(), k) != v}
+    assert FLRP.preset_config("fast", select_samples=1).select_samples == 1
+    with pytest.raises(Exception, match="unknown preset 'nope'"):
+        FLRP.preset_config("nope")
+
+
+def test_cli_preset_flag_builds_the_preset_config():
+    from flrp.algos.flrp import FLRP as F
+    from flrp.cli import _config_from_args, build_parser
+
+    ns = build_parser("flrp").parse_args(["train", "--dataset", "toy", "--preset", "fast", "--tau", "0.002"])
+    cfg = _config_from_args(FLRPConfig, ns, None, F)
+    assert cfg.tau == 0.002 and cfg.select_samples == FLRP_PRESETS["fast"]["select_samples"]
+    ns = build_parser("flrp").parse_args(["train", "--dataset", "toy"])
+    assert _config_from_args(FLRPConfig, ns, None, F) == FLRPConfig()
+
+
+# ---------------------------------------------------------------- phased schedule (Sec. 3.4)
+def test_phased_schedule_trains_critics_then_flow_then_everything(dataset):
+    algo = FLRP(tiny(critic_warmup_steps=3, flow_warmup_steps=3), device="cpu")
+    assert [algo.phase(s) for s in (0, 2, 3, 5, 6, 100)] == ["critic", "critic", "flow", "flow", "all", "all"]
+    algo.fit(dataset, steps=1, progress=False)
+    snap = lambda: {k: params_of(algo, k) for k in ("q_h", "v_h", "q_r", "v_r", "prior", "posterior", "decoder", "refiner")}  # noqa: E731
+    s1 = snap()
+    algo.fit(dataset, steps=3, progress=False)  # steps 1, 2: critic phase
+    s3 = snap()
+    for k in ("q_h", "v_h", "q_r", "v_r"):
+        assert not torch.equal(s1[k], s3[k]), k
+    for k in ("prior", "posterior", "decoder", "refiner"):
+        assert torch.equal(s1[k], s3[k]), k
+    algo.fit(dataset, steps=6, progress=False)  # steps 3-5: flow phase
+    s6 = snap()
+    for k in ("prior", "posterior", "decoder"):
+        assert not torch.equal(s3[k], s6[k]), k
+    assert torch.equal(s3["refiner"], s6["refiner"])
+    algo.fit(dataset, steps=8, progress=False)  # all
+    assert not torch.equal(s6["refiner"], snap()["refiner"])
+
+
+def test_phased_resume_is_bit_exact_across_the_phase_boundary(dataset, tmp_path):
+    cfg = tiny(critic_warmup_steps=4, flow_warmup_steps=2, tau=0.005, hj_next_value="online", hj_warm_start_steps=3, infeasible_weighting="fisor")
+    full = FLRP(cfg, device="cpu")
+    full.fit(dataset, steps=10, progress=False)
+    FLRP(cfg, device="cpu").fit(dataset, steps=5, run_dir=tmp_path, checkpoint_every=5, progress=False)
+    resumed = FLRP(cfg, device="cpu")
+    resumed.fit(dataset, steps=10, run_dir=tmp_path, checkpoint_every=5, progress=False)
+    assert torch.equal(full.parameters_vector(), resumed.parameters_vector())
+
+
+# ---------------------------------------------------------------- HJ backup levers
+def _set_constant(net, value: float) -> None:
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    net.set_output_bias(value)
+
+
+@pytest.mark.parametrize("which, expect_big", [("target", False), ("online", True)])
+def test_hj_backup_reads_the_chosen_v_h(dataset, which, expect_big):
+    """Eq. 9 reads V_h^tgt(s'); FISOR reads the online V_h. Make them disagree (online 100,
+    target -1): with h in {-1, 25} the target backup stays <= 25, the online one is ~99."""
+    algo = FLRP(tiny(hj_next_value=which, critic_warmup_steps=5), device="cpu")
+    algo.fit(dataset, steps=1, progress=False)
+    _set_constant(algo.modules["v_h"], 100.0)
+    _set_constant(algo.modules["v_h_target"], -1.0)
+    for name in ("q_h", "q_h_target"):
+        _set_constant(algo.modules[name], 0.0)
+    from flrp.nn.feasibility import hj_feasibility_terms
+
+    data = algo._to_device(algo.prepare_data(dataset))
+    b = algo.sample_batch(data, 64)
+    m = algo.modules
+    terms = hj_feasibility_terms(m["q_h"], m["q_h_target"], m["v_h"], m["v_h" if which == "online" else "v_h_target"],
+                                 b["obs"], b["act"], b["h"], b["next_obs"], b["terminal"], 0.99, 0.9)
+    # twin members both output 0, so loss_q = 2 * mean(y^2); hand-computed y per row:
+    nv = 100.0 if which == "online" else -1.0
+    y = 0.01 * b["h"] + 0.99 * torch.maximum(b["h"], torch.tensor(nv))
+    assert torch.allclose(terms.loss_q, 2 * y.square().mean())
+    assert (terms.loss_q > 5000) == expect_big
+
+
+def test_behaviour_hj_value_hand_computed():
+    h = np.array([-1, -1, 25, -1, -1, -1], np.float32)
+    v = behaviour_hj_value(h, [(0, 3), (3, 6)], 0.99)
+    assert v[2] == 25.0  # last step: its own h
+    assert v[1] == pytest.approx(0.01 * -1 + 0.99 * 25)
+    assert v[0] == pytest.approx(0.01 * -1 + 0.99 * (0.01 * -1 + 0.99 * 25))
+    np.testing.assert_allclose(v[3:], -1.0)  # a safe trajectory stays at h_safe
+
+
+def test_warm_start_regresses_q_h_to_the_behaviour_value(dataset):
+    """During the warm start Q_h's loss is the MSE to V_b (not the backup): with Q_h constant 0
+    the loss is 2 * mean(V_b^2) over the batch."""
+    algo = FLRP(tiny(hj_warm_start_steps=10, critic_warmup_steps=10), device="cpu")
+    algo.fit(dataset, steps=1, progress=False)
+    for name in ("q_h", "q_h_target"):
+        _set_constant(algo.modules[name], 0.0)
+    data = algo._to_device(algo.prepare_data(dataset))
+    state = algo._sampler_state()
+    b = algo.sample_batch(data, 64)
+    algo._set_sampler_state(state)
+    metrics = algo.update(b)
+    assert torch.allclose(metrics["critic/q_h"], 2 * b["h_mc"].square().mean())
+
+
+# ---------------------------------------------------------------- weights and selection
+def test_flow_weights_paper_and_fisor_hand_computed():
+    q_h = torch.tensor([-1.0, 30.0, 20.0])
+    v_h = torch.tensor([-1.0, 25.0, 25.0])
+    adv_r = torch.tensor([0.5, 0.5, 0.5])
+    w, w_r = flow_weights(q_h, v_h, adv_r, FLRPConfig())
+    sig = torch.sigmoid(torch.tensor(1.0))
+    assert torch.allclose(w[0], sig * sig) and w[1] < 1e-20 and w[2] < 1e-15
+    assert torch.allclose(w_r, torch.tensor([np.exp(1.5), 0.0, 0.0], dtype=torch.float32))
+    w, w_r = flow_weights(q_h, v_h, adv_r, FLRPConfig(infeasible_weighting="fisor"))
+    assert torch.allclose(w[0], sig * sig)  # feasible states: unchanged
+    assert torch.allclose(w[1:], torch.tensor([np.exp(-25.0), 150.0], dtype=torch.float32))  # exp(5 (V_h - Q_h)), clip 150
+    assert torch.allclose(w_r[1:], w[1:])
+
+
+def test_select_candidates_prefers_reward_among_feasible_else_lowest_q_h():
+    q_h = torch.tensor([[-1.0, 5.0], [-0.5, 3.0], [2.0, 4.0]])  # (N=3, B=2)
+    q_r = torch.tensor([[1.0, 9.0], [2.0, 0.0], [9.0, 0.0]])
+    assert select_candidates(q_h, q_r).tolist() == [1, 1]  # state 0: best Q_r of the feasible two; state 1: lowest Q_h
+
+
+def test_select_samples_acts_with_the_chosen_candidate(dataset):
+    """act() with N candidates returns exactly the candidate select_candidates picks from the
+    critics' values of the N decoded samples (same noise)."""
+    algo = FLRP(tiny(select_samples=8), device="cpu")
+    algo.fit(dataset, steps=3, progress=False)
+    s = torch.as_tensor(algo.spec.normalize_obs(dataset.observations[:6]))
+    state = algo._noise_gen.get_state()
+    with torch.no_grad():
+        a = algo.act(s, deterministic=False)
+        algo._noise_gen.set_state(state)
+        rep = s.repeat(8, 1)
+        cand = algo.decode_base(rep, torch.randn(48, algo.latent_dim, generator=algo._noise_gen))
+        q_h = algo.modules["q_h"](rep, cand).max(0).values.view(8, 6)
+        q_r = algo.modules["q_r"](rep, cand).min(0).values.view(8, 6)
+    pick = select_candidates(q_h, q_r)
+    assert torch.equal(a, cand.view(8, 6, -1)[pick, torch.arange(6)])
+    assert a.shape == (6, 2) and bool((a.abs() <= 1).all())
+    assert algo.predict(dataset.observations[:6], deterministic=True).shape == (6, 2)  # u_0 = 0: no selection
+
+
+# ---------------------------------------------------------------- the safety expert's direction
+def _hazard_bandit(n: int = 4000, seed: int = 0) -> OfflineDataset:
+    """One-step episodes from a fixed state; actions +-0.8 with equal reward, +0.8 incurs cost."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(scale=0.01, size=(n, 2)).astype(np.float32)
+    bad = rng.uniform(size=n) < 0.5
+    act = np.where(bad, 0.8, -0.8)[:, None].astype(np.float32) + rng.normal(scale=0.02, size=(n, 1)).astype(np.float32)
+    return OfflineDataset(obs, obs.copy(), act, np.zeros(n, np.float32), bad.astype(np.float32), np.ones(n, bool), np.zeros(n, bool))
+
+
+def test_safety_expert_moves_the_action_toward_low_q_h():
+    """Eq. 14 with lambda_r = 0: the refined action moves from the data's average toward the
+    action with low Q_h (-0.8), away from the costly one (+0.8). The flow is made blind to
+    safety (Eq. 11's weight flat, no shaping) so that it models both actions and only the
+    safety expert can tell them apart."""
+    ds = _hazard_bandit()
+    cfg = FLRPConfig(hidden=32, batch_size=128, tau=0.05, prior_layers=2, posterior_layers=1, lr=1e-3, lambda_reward=0.0,
+                     weight_temperature_q=1e6, weight_temperature_v=1e6, lambda_shape=0.0)
+    refined, base = refined_and_unrefined(ds, cfg)
+    assert refined.mean() < -0.3, (refined.mean(), base.mean())
+    assert refined.mean() < base.mean() - 0.3, (refined.mean(), base.mean())
+
+
+# ---------------------------------------------------------------- the safety diagnosis
+def _trace(cost, q, v, path_first, path_last, feas):
+    from flrp.evaluation.diagnose import EpisodeTrace
+
+    n = len(cost)
+    return EpisodeTrace(
+        seed=0, obs=[np.zeros(2)] * n, act=[np.zeros(1)] * n, cost=list(cost), reward=[1.0] * n, v_h=list(v),
+        q_h_taken=list(q), q_h_path=[np.array([a, b]) for a, b in zip(path_first, path_last)],
+        any_feasible_prior=list(feas), any_feasible_refined=list(feas),
+    )
+
+
+def test_diagnosis_figures_hand_computed():
+    """One episode: costly steps 5-7 (one excursion of 3) and 9 (one of 1); the taken action is
+    flagged at steps 3-7; one cost-free episode with 1 flagged step of 10."""
+    from flrp.data.tasks import get_task
+    from flrp.evaluation.diagnose import summarize
+
+    cost = [0, 0, 0, 0, 0, 1, 1, 1, 0, 1]
+    q = [-1, -1, -1, 2, 2, 2, 2, 2, -1, -1]
+    v = [-1, -1, 3, 3, 3, 3, 3, 3, 3, 3]
+    # unrefined flagged at steps 0-3 with a feasible sample at 0-2; refinement fixes steps 0 and 1
+    first = [1, 1, 1, 1, -1, -1, -1, -1, -1, -1]
+    last = [-1, -1, 1, 1, -1, -1, -1, -1, -1, -1]
+    feas = [1, 1, 1, 0, 1, 1, 1, 1, 1, 1]
+    bad = _trace(cost, q, v, first, last, feas)
+    good = _trace([0] * 10, [3] + [-1] * 9, [-1] * 10, [-1] * 10, [-1] * 10, [1] * 10)
+    d = summarize([bad, good], get_task("ToyHazard"), horizon=4)
+    assert d.onsets == 2 and d.excursions == [3, 1]
+    # onset at 5: flagged at k=0,1,2 (steps 5,4,3), not k=3,4 (steps 2,1); onset at 9: k=0..4 = steps 9..5 -> -,-,+,+,+
+    assert d.recall_q == [0.5, 0.5, 1.0, 0.5, 0.5]
+    assert d.recall_v[3] == 1.0 and d.recall_v[4] == 0.5  # V_h > 0 from step 2 on
+    assert d.false_alarm_rate == pytest.approx(0.1)
+    assert d.flagged_steps == 3 and d.refiner_effectiveness == pytest.approx(2 / 3)
+    assert d.steps_outside_frac == pytest.approx(4 / 20)
+    assert "critic" in d.verdict
+
+
+def test_diagnose_replays_exactly_the_evaluation_episodes(tmp_path):
+    """The diagnosis runs the evaluation's own episodes (same seeds and acting-noise groups): its
+    returns and costs equal evaluate()'s. On the toy task it also scores the flags against the
+    exact kernel, and writes its three files."""
+    from flrp.data.tasks import get_task
+    from flrp.datasets import resolve_dataset
+    from flrp.evaluation.diagnose import diagnose
+    from flrp.evaluation.rollout import evaluate
+
+    ds, task = resolve_dataset("toy")
+    algo = FLRP(tiny(select_samples=4), device="cpu")
+    algo.fit(ds, steps=30, progress=False)
+    algo.save(tmp_path / "model.pt")
+    res = evaluate(algo, task, episodes=7, seed=100)
+    d = diagnose(tmp_path / "model.pt", get_task("ToyHazard"), tmp_path, episodes=7, seed=100, samples=3, horizon=5)
+    assert d.return_mean == pytest.approx(res.return_mean) and d.cost_mean == pytest.approx(res.cost_mean)
+    assert d.toy is not None and 0.0 <= d.toy["Q_h flag accuracy"] <= 1.0 and d.toy["steps"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diagnosis.json", "diagnosis.md", "diagnosis.png", "model.pt"]
