@@ -158,6 +158,17 @@ def test_expand_layout_and_override_grid(tmp_path):
         expand(["bc-all"], [str(tmp_path / "missing.hdf5")], [0])
 
 
+def test_set_preset_applies_to_algorithms_with_presets(tmp_path):
+    specs = expand(["bc-safe", "flrp"], ["toy"], [0], parse_overrides(["preset=fast,paper"]))
+    assert [s.rel_dir.as_posix() for s in specs] == ["bc-safe/toy/seed0", "flrp/toy/seed0/preset=fast", "flrp/toy/seed0/preset=paper"]
+    argv = specs[1].train_argv(tmp_path, SweepSettings(steps=None, episodes=0))
+    assert argv[-2:] == ["--preset", "fast"] and "--preset" not in specs[0].train_argv(tmp_path, SweepSettings(steps=None, episodes=0))
+    with pytest.raises(FlrpError, match="'nope' is not a preset of flrp"):
+        expand(["flrp"], ["toy"], [0], {"preset": ["nope"]})
+    with pytest.raises(FlrpError, match="not a config field"):
+        expand(["bc-safe"], ["toy"], [0], {"preset": ["fast"]})
+
+
 @pytest.mark.parametrize(
     "extra, pattern",
     [

@@ -172,8 +172,8 @@ _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
 def _override_flags(algo: str, key: str, value: str) -> list[str]:
-    if key == "steps":
-        return ["--steps", value]
+    if key in ("steps", "preset"):
+        return ["--" + key, value]
     flag = "--" + key.replace("_", "-")
     if _config_types(algo).get(key) is bool:
         v = value.lower()
@@ -279,7 +279,12 @@ def expand(
     for ds, stem in entries:
         if stems.setdefault(stem, ds) != ds:
             raise FlrpError(f"--datasets: {stems[stem]} and {ds} share the name '{stem}' (rename one: run directories are <algo>/<dataset-stem>/...)")
-    fields_of = {a: set(_config_types(a)) | {"steps"} for a in names}
+    # --set preset=NAME selects a named preset (flrp train --preset) of the algorithms that have one.
+    fields_of = {a: set(_config_types(a)) | {"steps"} | ({"preset"} if get_algorithm(a).presets else set()) for a in names}
+    for name in overrides.get("preset", []):
+        for a in names:
+            if "preset" in fields_of[a] and name not in get_algorithm(a).presets:
+                raise FlrpError(f"--set preset: '{name}' is not a preset of {a} (presets: {', '.join(sorted(get_algorithm(a).presets))})")
     for key in overrides:
         if not any(key in fields_of[a] for a in names):
             raise FlrpError(f"--set {key}: not a config field of {', '.join(names)} (see flrp train --algo {names[0]} --help)")
