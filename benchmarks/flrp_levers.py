@@ -35,6 +35,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "tau+phased": {"tau": 0.005, "hj_next_value": "online", "critic_warmup_steps": 10_000},
     "tau+phased+fisor": {"tau": 0.005, "hj_next_value": "online", "critic_warmup_steps": 10_000, "infeasible_weighting": "fisor"},
     "tau+phased+warm": {"tau": 0.005, "hj_next_value": "online", "critic_warmup_steps": 10_000, "hj_warm_start_steps": 5_000},
+    "tau+g0.95": {"tau": 0.005, "hj_next_value": "online", "feasibility_gamma": 0.95},
     "fast": FAST,
 }
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.time()
         base.config = base.config.replace(select_samples=n)
         traces = trace_episodes(base, task, [10_000 + i for i in range(a.episodes)], None, 16)
-        d = summarize(traces, task, 20)
+        d = summarize(traces, task, 20, action_bound=float(base.spec.action_bound))
         tag = f"select{n}"
         write_json(run / f"diagnosis-{tag}.json", d.to_dict())
         write_text(run / f"diagnosis-{tag}.md", d.markdown(f"{a.variant} {tag} on {task.name}"))
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "onsets": d.onsets, "recall_q_k1": d.recall_q[1] if d.horizon >= 1 else None,
             "refiner_eff": d.refiner_effectiveness, "false_alarm": d.false_alarm_rate,
             "excursion_mean": float(sum(d.excursions) / len(d.excursions)) if d.excursions else 0.0,
+            "saturated": d.saturated_frac,
             "train_s": round(train_s, 1), "eval_s": round(time.time() - t1, 1),
         }
         rows.append(row)

@@ -263,3 +263,22 @@ def test_diagnose_replays_exactly_the_evaluation_episodes(tmp_path):
     assert d.return_mean == pytest.approx(res.return_mean) and d.cost_mean == pytest.approx(res.cost_mean)
     assert d.toy is not None and 0.0 <= d.toy["Q_h flag accuracy"] <= 1.0 and d.toy["steps"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["diagnosis.json", "diagnosis.md", "diagnosis.png", "model.pt"]
+
+
+def test_feasibility_gamma_sets_the_hj_discount_only(dataset):
+    """feasibility_gamma replaces gamma in Eq. 9's backup (and the warm start), nowhere else:
+    with Q_h = 0 and V_h^tgt = 10 the Q_h loss is 2 mean(y^2), y = (1-g_h) h + g_h max(h, 10)."""
+    for g_h in (None, 0.5):
+        algo = FLRP(tiny(feasibility_gamma=g_h, critic_warmup_steps=10), device="cpu")
+        algo.fit(dataset, steps=1, progress=False)
+        for name in ("q_h", "q_h_target"):
+            _set_constant(algo.modules[name], 0.0)
+        _set_constant(algo.modules["v_h_target"], 10.0)
+        data = algo._to_device(algo.prepare_data(dataset))
+        state = algo._sampler_state()
+        b = algo.sample_batch(data, 64)
+        algo._set_sampler_state(state)
+        g = 0.99 if g_h is None else g_h
+        y = (1 - g) * b["h"] + g * torch.clamp(b["h"], min=10.0)
+        assert torch.allclose(algo.update(b)["critic/q_h"], 2 * y.square().mean())
+    assert FLRPConfig().feasibility_gamma is None

@@ -113,6 +113,12 @@ class FLRPConfig(AlgoConfig):
     # "online" (FISOR's update_qc reads the online value net; with tau = 0.001 targets the backup
     # otherwise propagates one lagged step per ~1/tau updates).
     hj_next_value: Literal["target", "online"] = "target"
+    # Discount of the HJ backup, Eq. 7/9 (deviation when set: the paper uses Table 4's gamma for
+    # every critic). With h in {-1, +25} the fixed point flags a state whose violation is
+    # unavoidable k steps ahead iff gamma_h^k > 1/26: k < 324 at 0.99, k < 63 at 0.95, k < 31 at
+    # 0.9. A smaller gamma_h is a shorter warning horizon that also converges in fewer backups.
+    # None = gamma (the paper).
+    feasibility_gamma: float | None = None
     # Sec. 3.4's phased schedule: the first critic_warmup_steps train the four critics only
     # (critic-only steps cost about a third of a full step); the next flow_warmup_steps add the
     # flow/decoder (Eq. 11-13); then every component as in Algorithm 1. 0, 0 = Algorithm 1.
@@ -290,7 +296,7 @@ class FLRP(Algorithm):
         scale = c.reward_scale if c.reward_scale is not None else spec.max_episode_steps / span
         data["rew"] = data["rew"] * np.float32(scale)
         if c.hj_warm_start_steps > 0:
-            data["h_mc"] = behaviour_hj_value(data["h"], ds.episode_bounds, c.gamma)
+            data["h_mc"] = behaviour_hj_value(data["h"], ds.episode_bounds, self.feasibility_gamma)
         if c.feasibility == "cost":
             # "w/o HJ" ablation: the zero-violation samples are transitions of zero-cost episodes
             # (all zero-cost transitions if the data has no zero-cost episode).
@@ -314,6 +320,11 @@ class FLRP(Algorithm):
         return q_target - thr, v - thr, thr
 
     # ------------------------------------------------------------------ Algorithm 1
+    @property
+    def feasibility_gamma(self) -> float:
+        """The HJ backup's discount (``feasibility_gamma`` or, by default, ``gamma``)."""
+        return self.config.gamma if self.config.feasibility_gamma is None else self.config.feasibility_gamma
+
     def phase(self, step: int | None = None) -> str:
         """Which components train at ``step`` (Sec. 3.4 phases; "all" = Algorithm 1)."""
         c = self.config
@@ -339,7 +350,7 @@ class FLRP(Algorithm):
         warm = batch["h_mc"] if hj and self.step < c.hj_warm_start_steps else None
         feas = hj_feasibility_terms(
             m["q_h"], m["q_h_target"], m["v_h"], m["v_h" if c.hj_next_value == "online" else "v_h_target"], s, a,
-            h if hj else batch["cost"], s2, term, gamma, c.expectile_feasibility,
+            h if hj else batch["cost"], s2, term, self.feasibility_gamma, c.expectile_feasibility,
             backup="hj" if hj else "discounted", fixed_target=warm,
         )
         # Reward: IQL, Eq. 21 (expectile on the twin-min target Q_r) and Eq. 22 (r + g V_r(s')).

@@ -131,6 +131,7 @@ class Diagnosis:
     feasible_available_when_flagged: float  # share of steps with the taken action flagged where some refined sample had Q_h <= 0
     excursions: list[int]  # lengths (steps) of runs of consecutive costly steps
     steps_outside_frac: float
+    saturated_frac: float  # share of action components with |a| > 0.995 (tanh slope < 0.01: the refiner's gradient through a_bar starves)
     return_mean: float
     cost_mean: float
     norm_reward: float
@@ -166,6 +167,7 @@ class Diagnosis:
             f"| a feasible refined sample existed when the taken action was flagged | {_fmt(self.feasible_available_when_flagged)} |",
             f"| excursions (runs of costly steps) | {len(exc)}; length mean {_fmt(exc.mean() if len(exc) else float('nan'), 1)}, max {int(exc.max()) if len(exc) else 0} |",
             f"| share of steps with cost | {_fmt(self.steps_outside_frac)} |",
+            f"| saturated action components (abs(a) > 0.995 of the bound) | {_fmt(self.saturated_frac)} |",
         ]
         if self.toy:
             lines += [f"| toy, exact kernel: {k} | {_fmt(v)} |" for k, v in self.toy.items()]
@@ -176,8 +178,10 @@ def _fmt(x: float, nd: int = 3) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cost_limit: float = 10.0) -> Diagnosis:
-    """Aggregate per-step traces into the diagnosis figures (see the module docstring)."""
+def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cost_limit: float = 10.0, action_bound: float | None = None) -> Diagnosis:
+    """Aggregate per-step traces into the diagnosis figures (see the module docstring).
+    ``action_bound``: the actions' bound for the saturation figure (default: the largest |a| seen)."""
+    bound_of = action_bound
     hits_q = np.zeros(horizon + 1)
     hits_v = np.zeros(horizon + 1)
     seen = np.zeros(horizon + 1)
@@ -188,6 +192,7 @@ def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cos
     excursions: list[int] = []
     total_steps = costly_steps = 0
     rets, costs = [], []
+    sat_num = sat_den = 0
     for tr in traces:
         a = tr.arrays()
         c = a["cost"] > 0
@@ -213,6 +218,10 @@ def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cos
             need = (path[:, 0] > 0) & a["any_feasible_refined"]
             flagged += int(need.sum())
             fixed += int((need & (path[:, -1] <= 0)).sum())
+        if len(a["act"]):
+            bound = np.abs(a["act"]).max() if bound_of is None else bound_of
+            sat_num += int((np.abs(a["act"]) > 0.995 * bound).sum())
+            sat_den += a["act"].size
         taken_flagged += int(q_flag.sum())
         taken_flagged_avail += int((q_flag & a["any_feasible_refined"]).sum())
     div = lambda n, d: float(n / d) if d else float("nan")  # noqa: E731
@@ -224,7 +233,7 @@ def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cos
         episodes=len(traces), horizon=horizon, onsets=onsets, recall_q=recall_q, recall_v=recall_v,
         false_alarm_rate=div(fa_num, fa_den), flagged_steps=flagged, refiner_effectiveness=eff,
         feasible_available_when_flagged=div(taken_flagged_avail, taken_flagged), excursions=excursions,
-        steps_outside_frac=div(costly_steps, total_steps), return_mean=ret_m, cost_mean=cost_m,
+        steps_outside_frac=div(costly_steps, total_steps), saturated_frac=div(sat_num, sat_den), return_mean=ret_m, cost_mean=cost_m,
         norm_reward=float(np.mean([normalized_reward(r, task) for r in rets])),
         norm_cost=float(np.mean([normalized_cost(c, cost_limit) for c in costs])),
         verdict="",
@@ -339,7 +348,7 @@ def diagnose(
         raise FlrpError(f"--horizon must be >= 0, got {horizon}")
     algo = Algorithm.load(model, device="cpu")
     traces = trace_episodes(algo, task, [seed + i for i in range(episodes)], deterministic, samples)
-    diag = summarize(traces, task, horizon, cost_limit)
+    diag = summarize(traces, task, horizon, cost_limit, float(algo._require_built().action_bound))
     out = Path(out)
     title = f"{algo.name} on {task.name} ({model})"
     write_json(out / "diagnosis.json", {"model": str(model), "task": task.name, "samples": samples, "deterministic": deterministic, **diag.to_dict()})
