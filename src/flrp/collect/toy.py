@@ -26,14 +26,16 @@ float32, so replaying the stored actions in the env reproduces the stored observ
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
-from flrp.data.hdf5 import write_dsrl_hdf5
+from flrp.data.hdf5 import REQUIRED_KEYS, validate_arrays
 from flrp.envs.toy import MAX_STEPS, V0_RANGE, X0_RANGE, step_dynamics
 from flrp.errors import FlrpError
+from flrp.io import write_bytes
 
 __all__ = [
     "TOY_SEED",
@@ -156,8 +158,18 @@ def make_toy_dataset(
     """Generate the toy data and write it as a DSRL HDF5 file (atomically).
 
     The file's attrs record ``seed``, ``episodes`` and ``generator`` so the data can be
-    regenerated bit-for-bit. Only the DSRL keys are written.
+    regenerated bit-for-bit. Only the DSRL keys are written. The HDF5 image is built in memory and
+    written by :func:`flrp.io.write_bytes`, so a full or read-only disk is one line and h5py never
+    meets a failing write.
     """
-    arrays = generate_toy_arrays(seed=seed, episodes=episodes)
+    import h5py
+
+    arrays = validate_arrays(generate_toy_arrays(seed=seed, episodes=episodes), str(path))
     attrs = {"seed": int(seed), "episodes": int(episodes), "generator": GENERATOR_NAME, "env": "flrp.envs.toy.ToyHazardEnv"}
-    return write_dsrl_hdf5(path, arrays, attrs=attrs)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        for key in REQUIRED_KEYS:
+            f.create_dataset(key, data=arrays[key], compression="gzip", compression_opts=4)
+        f.attrs.update(attrs)
+    write_bytes(path, buf.getvalue())
+    return Path(path)

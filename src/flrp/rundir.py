@@ -1,0 +1,90 @@
+"""The run-directory contract (README "Run directories"), in one place for the library and the CLI.
+
+* One writer at a time: ``run_lock`` holds ``<run>/.lock`` (``filelock``, non-blocking, re-entrant
+  within a process); a second process fails at once, naming the lock file and the holder's pid.
+* Temp files that killed writers left behind are deleted when a run starts (under the lock).
+* A fresh start (no checkpoint to resume) never appends to or deletes a previous run's files: it
+  moves them aside as ``NAME.old-N``; a finished ``model.pt`` is moved only with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from flrp.errors import FlrpError
+from flrp.io import clean_temp_files, ensure_dir, fs_error
+
+__all__ = ["LOCK_NAME", "RUN_FILES", "run_lock", "start_fresh", "clean_temp_files"]
+
+LOCK_NAME = ".lock"
+# Files of one run; a fresh start moves those present aside together, with one suffix ".old-N".
+RUN_FILES = ("model.pt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "config.json", "run.json", "eval.json", "eval.md")
+
+
+def _record_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _holder(lock_file: Path) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        return f"pid {int(lock_file.read_text().split()[0])}"
+    return "another process"
+
+
+@contextlib.contextmanager
+def run_lock(run: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``<run>/.lock`` for the block (creating ``run``); one line if another process holds it."""
+    from filelock import FileLock, Timeout
+
+    path = ensure_dir(run) / LOCK_NAME
+    lock = FileLock(path, timeout=0, is_singleton=True, on_acquired=_record_pid)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise FlrpError(f"{path}: the run directory is in use by {_holder(path)}; wait for it to finish or choose another --out") from None
+    except OSError as exc:
+        raise fs_error(path, exc, "cannot lock the run directory") from None
+    try:
+        _probe_writable(Path(run))
+        yield Path(run)
+    finally:
+        lock.release()
+
+
+def _probe_writable(d: Path) -> None:
+    """Fail now, not after a long training or evaluation, if nothing can be written in ``d``."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=d)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise fs_error(d, exc) from None
+
+
+def start_fresh(run: str | os.PathLike[str], overwrite: bool = False) -> int | None:
+    """Prepare ``run`` for a run from step 0: move the previous run's files aside.
+
+    Returns the suffix number used (``None``: nothing to move). Refuses a directory holding a
+    finished ``model.pt`` unless ``overwrite``.
+    """
+    d = Path(run)
+    model = d / "model.pt"
+    if model.exists() and not overwrite:
+        raise FlrpError(f"{model}: the run directory holds a trained model and no checkpoint to resume; pass --overwrite to start over (the old files are kept as *.old-N) or choose another --out")
+    present = [name for name in RUN_FILES if (d / name).exists()]
+    if not present:
+        return None
+    n = 1
+    while any((d / f"{name}.old-{n}").exists() for name in RUN_FILES):
+        n += 1
+    for name in present:
+        try:
+            os.replace(d / name, d / f"{name}.old-{n}")
+        except OSError as exc:
+            raise fs_error(d / name, exc, "cannot move aside") from None
+    return n
