@@ -36,6 +36,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "tau+phased+fisor": {"tau": 0.005, "hj_next_value": "online", "critic_warmup_steps": 10_000, "infeasible_weighting": "fisor"},
     "tau+phased+warm": {"tau": 0.005, "hj_next_value": "online", "critic_warmup_steps": 10_000, "hj_warm_start_steps": 5_000},
     "tau+g0.95": {"tau": 0.005, "hj_next_value": "online", "feasibility_gamma": 0.95},
+    "tau+g0.95+fisor+rec": {"tau": 0.005, "hj_next_value": "online", "feasibility_gamma": 0.95, "infeasible_weighting": "fisor", "recovery": "cost"},
+    "tau+fisor+rec": {"tau": 0.005, "hj_next_value": "online", "infeasible_weighting": "fisor", "recovery": "cost"},
     "fast": FAST,
 }
 

@@ -282,3 +282,25 @@ def test_feasibility_gamma_sets_the_hj_discount_only(dataset):
         y = (1 - g) * b["h"] + g * torch.clamp(b["h"], min=10.0)
         assert torch.allclose(algo.update(b)["critic/q_h"], 2 * y.square().mean())
     assert FLRPConfig().feasibility_gamma is None
+
+
+def test_recovery_critic_ranks_ways_back_where_q_h_is_flat(dataset, tmp_path):
+    """recovery="cost": Q_c/V_c train (and resume bit-exactly); where no candidate is feasible the
+    lowest-Q_c one is kept, and the infeasible-state weights use V_c - Q_c."""
+    assert select_candidates(torch.tensor([[5.0], [5.0], [5.0]]), torch.zeros(3, 1), torch.tensor([[3.0], [1.0], [2.0]])).tolist() == [1]
+    q_h, v_h = torch.tensor([25.0, 25.0]), torch.tensor([25.0, 25.0])  # flat Q_h inside a violation
+    w, _ = flow_weights(q_h, v_h, torch.zeros(2), FLRPConfig(infeasible_weighting="fisor"), adv_rec=torch.tensor([0.2, -1.0]))
+    assert torch.allclose(w, torch.exp(torch.tensor([1.0, -5.0])))
+    cfg = tiny(recovery="cost", infeasible_weighting="fisor", select_samples=4)
+    algo = FLRP(cfg, device="cpu")
+    algo.fit(dataset, steps=1, progress=False)
+    before = params_of(algo, "q_c", "v_c")
+    hist = algo.fit(dataset, steps=4, log_every=4, progress=False)
+    assert not torch.equal(before, params_of(algo, "q_c", "v_c")) and "critic/q_c" in hist[-1]
+    assert algo.predict(dataset.observations[:3], deterministic=False).shape == (3, 2)
+    FLRP(cfg, device="cpu").fit(dataset, steps=3, run_dir=tmp_path, checkpoint_every=3, progress=False)
+    resumed = FLRP(cfg, device="cpu")
+    resumed.fit(dataset, steps=6, run_dir=tmp_path, checkpoint_every=3, progress=False)
+    full = FLRP(cfg, device="cpu")
+    full.fit(dataset, steps=6, progress=False)
+    assert torch.equal(full.parameters_vector(), resumed.parameters_vector())

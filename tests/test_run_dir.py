@@ -1,4 +1,5 @@
-"""The run-directory contract (flrp.rundir): lock, logs, file-system failures as one line (issue 12)."""
+"""The run-directory contract (README "Run directories", flrp.rundir): lock, no silent overwrite,
+logs that match the weights, stale temp files cleaned, file-system failures as one line (issue 12)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,31 @@ import errno
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import flrp.io
+from flrp.algos import FLRP, FLRPConfig
 from flrp.cli import main
 from flrp.errors import FlrpError
 from flrp.logging import MetricsLogger
 from flrp.rundir import run_lock
 
+FAST = ["--hidden", "16", "--batch-size", "64", "--prior-layers", "2", "--posterior-layers", "1", "--quiet"]
+TINY = dict(hidden=16, batch_size=32, prior_layers=2, posterior_layers=1)
+
 
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLRP_DATA_DIR", str(tmp_path_factory.getbasetemp() / "flrp-data"))
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main(["train", "--dataset", "toy", "--steps", "6", "--episodes", "0", "--log-every", "1", "--checkpoint-every", "3", "--out", str(out), *FAST, *extra])
 
 
 def _err(capsys, pattern: str) -> str:
@@ -33,11 +45,86 @@ def _steps(run: Path, name: str = "metrics.jsonl") -> list[int]:
     return [json.loads(line)["step"] for line in (run / name).read_text().splitlines()]
 
 
+# ---------------------------------------------------------------- one writer
+def test_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys, dataset):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom flrp.rundir import run_lock\nwith run_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(60)", str(run)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.time()
+        assert _train(run) == 2
+        _err(capsys, rf"{re.escape(str(run / '.lock'))}: the run directory is in use by pid {holder.pid}")
+        assert main(["eval", str(run), "--task", "ToyHazard"]) == 2  # no model yet: one line either way
+        capsys.readouterr()
+        with pytest.raises(FlrpError, match=r"in use by pid"):
+            FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=2, run_dir=run, progress=False)
+        assert time.time() - t0 < 30
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # the loser wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _train(run) == 0  # a dead holder's lock is free again
+
+
 def test_lock_is_reentrant_within_a_process(tmp_path):
     with run_lock(tmp_path / "r"):
         with run_lock(tmp_path / "r"):
             pass
         assert (tmp_path / "r" / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+# ---------------------------------------------------------------- nothing overwritten, nothing mixed
+def test_finished_model_without_checkpoint_needs_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run) == 0
+    (run / "checkpoint.pt").unlink()
+    model = (run / "model.pt").read_bytes()
+    metrics = (run / "metrics.jsonl").read_bytes()
+    assert _train(run, "--steps", "3") == 2
+    _err(capsys, r"model\.pt: the run directory holds a trained model and no checkpoint to resume; pass --overwrite")
+    assert (run / "model.pt").read_bytes() == model and (run / "metrics.jsonl").read_bytes() == metrics
+    assert _train(run, "--no-resume") == 2  # --no-resume alone does not replace it either
+    capsys.readouterr()
+    assert _train(run, "--steps", "3", "--overwrite") == 0
+    assert (run / "model.pt.old-1").read_bytes() == model and (run / "metrics.jsonl.old-1").read_bytes() == metrics
+    assert _steps(run) == [1, 2, 3]
+    assert json.loads((run / "run.json").read_text())["config"]["steps"] == 3
+
+
+def test_fresh_start_moves_an_old_log_aside(tmp_path, dataset):
+    run = tmp_path / "run"
+    # a run killed before its first checkpoint: a log, no checkpoint, no model
+    with pytest.raises(KeyboardInterrupt):
+        FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=run, log_every=1, checkpoint_every=100, progress=False, callback=_interrupt_at(4))
+    assert _steps(run) == [1, 2, 3, 4] and not (run / "checkpoint.pt").exists()
+    FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=5, run_dir=run, log_every=1, progress=False)
+    assert _steps(run) == [1, 2, 3, 4, 5]  # not appended to the old rows
+    assert _steps(run, "metrics.jsonl.old-1") == [1, 2, 3, 4]
+    # a second fresh start picks the next free suffix
+    (run / "checkpoint.pt").unlink()
+    FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=2, run_dir=run, log_every=1, progress=False, overwrite=True)
+    assert _steps(run) == [1, 2] and (run / "model.pt.old-2").exists() and _steps(run, "metrics.jsonl.old-2") == [1, 2, 3, 4, 5]
+
+
+def _interrupt_at(step: int):
+    def cb(algo, s, row):
+        if s == step:
+            raise KeyboardInterrupt
+
+    return cb
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, dataset):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=run, log_every=1, checkpoint_every=3, progress=False, callback=_interrupt_at(5))
+    assert _steps(run) == [1, 2, 3, 4, 5]
+    ref = FLRP(FLRPConfig(**TINY), device="cpu")
+    ref.fit(dataset, steps=10, run_dir=tmp_path / "ref", log_every=1, checkpoint_every=3, progress=False)
+    FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=run, log_every=1, checkpoint_every=3, progress=False)
+    assert (run / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    assert (run / "metrics.csv").read_text() == (tmp_path / "ref" / "metrics.csv").read_text()
 
 
 def test_garbled_log_line_keeps_later_rows(tmp_path):
@@ -53,6 +140,19 @@ def test_garbled_log_line_keeps_later_rows(tmp_path):
     assert (tmp_path / "metrics.csv").read_text().splitlines()[1:] == ["1,1.0", "3,3.0"]
 
 
+def test_orphan_temp_files_are_cleaned_when_a_run_starts(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    orphans = [run / ".checkpoint.pt.a1b2c3d4.tmp", run / ".model.pt.zz_9yy8x.tmp", run / ".metrics.csv.0123abcd.tmp"]
+    for p in orphans:
+        p.write_bytes(b"half")
+    keep = run / "notes.tmp"
+    keep.write_text("mine")
+    assert _train(run) == 0
+    assert not any(p.exists() for p in orphans) and keep.exists()
+
+
+# ---------------------------------------------------------------- file-system failures
 def _enospc(fd, data):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -63,6 +163,27 @@ def test_full_disk_while_making_the_toy_dataset(tmp_path, capsys, monkeypatch):
     assert main(["info", "toy", "--out", str(tmp_path / "s.png")]) == 2
     _err(capsys, r"data/ToyHazard-v0-seed0-1000\.hdf5: cannot write \(No space left on device\)")
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_read_only_run_directory_fails_before_evaluating(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    assert _train(run) == 0
+    eval_json = run / "eval.json"
+    # root ignores permission bits, so refuse every create/write under the run directory instead
+    real_open = os.open
+
+    def read_only(path, flags, *a, **k):
+        if str(path).startswith(str(run)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *a, **k)
+
+    import flrp.evaluation.rollout as rollout
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(rollout, "evaluate_model_file", lambda *a, **k: pytest.fail("evaluated a run it cannot write to"))
+    assert main(["eval", str(run), "--episodes", "2", "--workers", "1"]) == 2
+    _err(capsys, rf"{re.escape(str(run))}\S*: cannot (lock the run directory|write) \(Read-only file system\); the file system is read-only")
+    assert not eval_json.exists()
 
 
 def test_fs_error_messages(tmp_path):

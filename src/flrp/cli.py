@@ -1,14 +1,15 @@
 """``flrp train | eval | info | tasks``: thin wrappers over the library.
 
 Every algorithm config field is a flag (``--batch-size``, ``--refine-steps``, ...) whose default is
-the paper's value. User errors print one line (``flrp: error: ...``) and exit 2, never a traceback.
+the paper's value. Every value is checked before any work (config ranges in
+:mod:`flrp.algos.validation`, shared with the library); user errors print one line
+(``flrp: error: ...``) and exit 2, never a traceback. Run directories follow :mod:`flrp.rundir`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import types
@@ -62,41 +63,68 @@ def _config_from_args(config_cls: type, ns: argparse.Namespace, steps: int | Non
 
 
 # ---------------------------------------------------------------- commands
-def _set_threads(n: int) -> None:
+def _set_threads(n: int | None) -> None:
     import torch
 
-    if n < 1:
-        raise FlrpError(f"--threads must be >= 1, got {n}")
+    from flrp.algos.validation import POSITIVE, check_number
+
+    if n is None:  # flrp train: --threads defaults to $FLRP_THREADS, else 1
+        env = os.environ.get("FLRP_THREADS", "1")
+        try:
+            n = int(env)
+        except ValueError:
+            raise FlrpError(f"FLRP_THREADS must be an integer >= 1, got {env!r}") from None
+        check_number("FLRP_THREADS", n, POSITIVE)
+    check_number("--threads", n, POSITIVE)
     torch.set_num_threads(n)
 
 
-def cmd_train(ns: argparse.Namespace, config_cls: type, algo_cls: type) -> int:
-    from flrp.datasets import resolve_dataset
-    from flrp.io import write_json
+def _check_eval_args(ns: argparse.Namespace, train: bool) -> None:
+    """--episodes (>= 1 to evaluate; train also takes 0 = skip), --workers, --eval-seed, --cost-limit."""
+    from flrp.algos.validation import NON_NEGATIVE, POSITIVE, Range, check_number
 
+    check_number("--episodes", ns.episodes, NON_NEGATIVE if train else POSITIVE, where="" if train else "an evaluation needs episodes")
+    if ns.workers is not None:
+        check_number("--workers", ns.workers, POSITIVE)
+    check_number("--eval-seed", ns.eval_seed, Range(0, 2**32 - 1))
+    if getattr(ns, "cost_limit", None) is not None:
+        check_number("--cost-limit", ns.cost_limit, NON_NEGATIVE, integer=False)
+
+
+def cmd_train(ns: argparse.Namespace, config_cls: type, algo_cls: type) -> int:
+    from flrp.algos.base import check_fit_args, resolve_device
+    from flrp.datasets import check_task_fits, resolve_dataset
+    from flrp.io import ensure_dir
+    from flrp.rundir import run_lock
+
+    # Every argument first, then the data, then the run directory: nothing is written before all pass.
     _set_threads(ns.threads)
-    ds, task = resolve_dataset(ns.dataset, ns.task)
     config = _config_from_args(config_cls, ns, ns.steps, algo_cls)
+    device = resolve_device(ns.device)
+    check_fit_args(config.steps, ns.log_every, ns.checkpoint_every)
+    _check_eval_args(ns, train=True)
+    ds, task = resolve_dataset(ns.dataset, ns.task)
+    if task is not None and (ns.episodes > 0 or ns.task is not None):
+        check_task_fits(ds.obs_dim, ds.act_dim, task, f"dataset {ds.source}")
     stem = task.name if task else Path(ns.dataset).stem
-    out = Path(ns.out) if ns.out else Path("runs") / f"{algo_cls.name}-{stem}-seed{config.seed}"
-    if not ns.resume and out.exists():
-        for name in ("checkpoint.pt", "metrics.jsonl", "metrics.csv", "model.pt"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run.json", {"algo": algo_cls.name, "dataset": str(ns.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)})
-    print(f"flrp: training {algo_cls.name} on {ds.source} ({len(ds)} transitions, {ds.num_episodes} episodes) for {config.steps} steps -> {out}")
-    algo = algo_cls(config, device=ns.device)
-    algo.fit(ds, run_dir=out, log_every=ns.log_every, checkpoint_every=ns.checkpoint_every, resume=ns.resume, progress=not ns.quiet, tensorboard=ns.tensorboard)
-    if ns.episodes == 0:
-        return 0
-    ns.cost_limit = config.cost_limit
-    if task is None:
-        print("flrp: no task known for this dataset (pass --task NAME to evaluate on its simulator); skipping evaluation")
-        return 0
-    return _evaluate_and_report(out / "model.pt", task, ns, out, algo=algo, dataset=ds)
+    out = ensure_dir(Path(ns.out) if ns.out else Path("runs") / f"{algo_cls.name}-{stem}-seed{config.seed}", "--out")
+    with run_lock(out):
+        print(f"flrp: training {algo_cls.name} on {ds.source} ({len(ds)} transitions, {ds.num_episodes} episodes) for {config.steps} steps -> {out}")
+        algo = algo_cls(config, device=device)
+        run_info = {"algo": algo_cls.name, "dataset": str(ns.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
+        algo.fit(ds, run_dir=out, log_every=ns.log_every, checkpoint_every=ns.checkpoint_every, resume=ns.resume, progress=not ns.quiet,
+                 tensorboard=ns.tensorboard, overwrite=ns.overwrite, run_info=run_info)
+        if ns.episodes == 0:
+            return 0
+        ns.cost_limit = config.cost_limit
+        if task is None:
+            print("flrp: no task known for this dataset (pass --task NAME to evaluate on its simulator); skipping evaluation")
+            return 0
+        return _evaluate_and_report(out / "model.pt", task, ns, out, algo=algo, dataset=ds)
 
 
 def _evaluate_and_report(model: Path, task: Any, ns: argparse.Namespace, out: Path, algo: Any = None, dataset: Any = None) -> int:
+    """Evaluate ``model`` and write eval.json/eval.md to ``out`` (the caller holds its lock)."""
     from flrp.evaluation.rollout import evaluate_model_file
     from flrp.io import write_json, write_text
 
@@ -124,38 +152,49 @@ def _evaluate_and_report(model: Path, task: Any, ns: argparse.Namespace, out: Pa
 def _model_and_task(ns: argparse.Namespace) -> tuple[Path, Any, Path]:
     """(model file, task, run directory) of ``flrp eval|diagnose MODEL [--task NAME]``."""
     from flrp.data.tasks import get_task
+    from flrp.io import read_json
 
     _set_threads(ns.threads)
+    _check_eval_args(ns, train=False)
     target = Path(ns.model)
     model = target / "model.pt" if target.is_dir() else target
     out = target if target.is_dir() else target.parent
-    if not model.exists():
+    if not model.is_file():
         raise FlrpError(f"{model}: no such model file")
     task_name = ns.task
     run_json = out / "run.json"
     if task_name is None and run_json.exists():
-        task_name = json.loads(run_json.read_text()).get("task")
+        info = read_json(run_json)
+        task_name = info.get("task") if isinstance(info, dict) else None
     if task_name is None:
         raise FlrpError(f"{model}: no task recorded for this model; pass --task NAME")
-    return model, get_task(task_name), out
+    return model, get_task(str(task_name)), out
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    model, task, out = _model_and_task(ns)
-    dataset = None
-    if task.suite == "toy":
-        from flrp.datasets import resolve_dataset
+    from flrp.rundir import run_lock
 
-        dataset, _ = resolve_dataset("toy")
-    return _evaluate_and_report(model, task, ns, out, dataset=dataset)
+    model, task, out = _model_and_task(ns)
+    with run_lock(out):  # checks the directory is writable before the evaluation runs
+        dataset = None
+        if task.suite == "toy":
+            from flrp.datasets import resolve_dataset
+
+            dataset, _ = resolve_dataset("toy")
+        return _evaluate_and_report(model, task, ns, out, dataset=dataset)
 
 
 def cmd_diagnose(ns: argparse.Namespace) -> int:
+    from flrp.algos.validation import POSITIVE, check_number
     from flrp.evaluation.diagnose import diagnose
+    from flrp.rundir import run_lock
 
+    check_number("--samples", ns.samples, POSITIVE)
+    check_number("--horizon", ns.horizon, POSITIVE)
     model, task, out = _model_and_task(ns)
-    d = diagnose(model, task, out, episodes=ns.episodes, seed=ns.eval_seed, deterministic=ns.deterministic,
-                 samples=ns.samples, horizon=ns.horizon, cost_limit=ns.cost_limit)
+    with run_lock(out):
+        d = diagnose(model, task, out, episodes=ns.episodes, seed=ns.eval_seed, deterministic=ns.deterministic,
+                     samples=ns.samples, horizon=ns.horizon, cost_limit=ns.cost_limit)
     print(f"flrp: {d.episodes} episodes, normalized reward {d.norm_reward:.3f}, normalized cost {d.norm_cost:.3f}, {d.onsets} violation onsets")
     print(f"flrp: {d.verdict}")
     print(f"flrp: figures in {out / 'diagnosis.md'} and {out / 'diagnosis.png'}")
@@ -228,10 +267,11 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=None, help=f"gradient steps (default {algo_cls.Config.steps})")
     t.add_argument("--out", default=None, help="run directory (default runs/<algo>-<task>-seed<seed>)")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    t.add_argument("--threads", type=int, default=int(os.environ.get("FLRP_THREADS", "1")), help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS)")
-    t.add_argument("--log-every", type=int, default=500)
-    t.add_argument("--checkpoint-every", type=int, default=5000)
-    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from <out>/checkpoint.pt if present (default yes)")
+    t.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS)")
+    t.add_argument("--log-every", type=int, default=500, help="log metrics every N steps (default 500)")
+    t.add_argument("--checkpoint-every", type=int, default=5000, help="write <out>/checkpoint.pt every N steps (default 5000)")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from <out>/checkpoint.pt if present (default yes); a fresh start moves the old run's files aside as NAME.old-N")
+    t.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a trained model.pt (its files are moved aside as NAME.old-N)")
     t.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb (needs flrp[tensorboard])")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     if algo_cls.presets:

@@ -11,12 +11,14 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 from flrp.data.dataset import OfflineDataset
 from flrp.data.hdf5 import load_dsrl_hdf5
 from flrp.data.tasks import TaskSpec, get_task
 from flrp.errors import FlrpError
 
-__all__ = ["data_dir", "toy_dataset_path", "resolve_dataset", "infer_task"]
+__all__ = ["data_dir", "toy_dataset_path", "resolve_dataset", "infer_task", "task_dims", "check_task_fits"]
 
 TOY_NAMES = ("toy", "toyhazard", "toyhazard-v0")
 
@@ -62,3 +64,24 @@ def resolve_dataset(arg: str, task: str | None = None) -> tuple[OfflineDataset, 
     path = Path(arg).expanduser()
     ds = load_dsrl_hdf5(path)
     return ds, (get_task(task) if task else infer_task(path))
+
+
+def task_dims(task: TaskSpec) -> tuple[int, int]:
+    """(observation width, action width) of the task's simulator: built once, read, closed."""
+    from flrp.envs import make
+
+    env = make(task.name)
+    try:
+        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+
+
+def check_task_fits(obs_dim: int, act_dim: int, task: TaskSpec, what: str) -> None:
+    """One line unless ``what`` (a dataset or model) has the observation/action widths of ``task``."""
+    want = task_dims(task)
+    if (obs_dim, act_dim) != want:
+        raise FlrpError(
+            f"{what} has observations of width {obs_dim} and actions of width {act_dim}, but task {task.name} "
+            f"has {want[0]} and {want[1]}; pass the task that matches (--task)"
+        )

@@ -23,9 +23,11 @@ from torch import nn
 import flrp
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
+from flrp.algos.validation import POSITIVE, Range, check_config, check_number
 from flrp.errors import FlrpError
-from flrp.io import atomic_path, write_json
+from flrp.io import atomic_path, clean_temp_files, write_json
 from flrp.logging import MetricsLogger
+from flrp.rundir import run_lock, start_fresh
 from flrp.runtime import tune_allocator
 
 __all__ = ["AlgoConfig", "Algorithm", "register", "get_algorithm", "ALGORITHMS", "resolve_device", "call_frozen"]
@@ -53,6 +55,16 @@ class AlgoConfig:
     normalize_obs: bool = True
     # Episode cost limit kappa used for normalised cost (Eq. 40) and by methods that take one.
     cost_limit: float = 10.0
+
+    # Allowed ranges beyond flrp.algos.validation.FIELD_RANGES (field name -> Range); subclasses extend.
+    field_ranges: ClassVar[dict[str, Range]] = {}
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """One line naming the flag, the field and its range for the first bad value."""
+        check_config(self)
 
     @property
     def hidden_sizes(self) -> tuple[int, int]:
@@ -88,9 +100,22 @@ def get_algorithm(name: str) -> type["Algorithm"]:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda if present, else cpu; a device that is unknown or absent here is one line."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise FlrpError(f"--device {device}: unknown device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise FlrpError(f"--device {device}: no CUDA GPU is available here (use --device cpu or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise FlrpError(f"--device {device}: this machine has {n} CUDA device(s) (cuda:0 .. cuda:{n - 1})")
+    elif dev.type != "cpu":
+        raise FlrpError(f"--device {device}: unsupported device type '{dev.type}' (use auto, cpu, cuda or cuda:N)")
+    return dev
 
 
 def call_frozen(module: nn.Module, *args: Any, method: str = "forward") -> Any:
@@ -141,6 +166,7 @@ class Algorithm(abc.ABC):
         self.config = config if config is not None else self.Config()
         if not isinstance(self.config, self.Config):
             raise FlrpError(f"{self.name}: expected a {self.Config.__name__}, got {type(self.config).__name__}")
+        self.config.validate()  # again: fields may have been set after construction
         self.device = resolve_device(device)
         self.spec: DataSpec | None = None
         self.step = 0
@@ -307,61 +333,79 @@ class Algorithm(abc.ABC):
         progress: bool = True,
         tensorboard: bool = False,
         callback: Callable[["Algorithm", int, dict[str, float]], None] | None = None,
+        overwrite: bool = False,
+        run_info: dict[str, Any] | None = None,
     ) -> list[dict[str, float]]:
         """Train for ``steps`` total gradient steps (Algorithm 1's loop).
 
-        With ``run_dir``, metrics go to ``metrics.jsonl``/``metrics.csv``, a checkpoint is written
-        atomically every ``checkpoint_every`` steps, and an existing checkpoint there is resumed
-        (``resume=True``) so a killed run continues exactly where its last checkpoint left off.
+        With ``run_dir`` (see :mod:`flrp.rundir`, the run-directory contract): the directory is
+        locked for the run; metrics go to ``metrics.jsonl``/``metrics.csv``, a checkpoint is
+        written atomically every ``checkpoint_every`` steps, and an existing checkpoint there is
+        resumed (``resume=True``) so a killed run continues exactly where its last checkpoint left
+        off, its logs cut back to that step. Otherwise the run starts fresh and moves the previous
+        run's files aside; a finished ``model.pt`` only with ``overwrite=True`` (which also
+        discards a checkpoint). ``run_info`` is written to ``run.json`` once the directory is ready.
         """
-        total = int(steps if steps is not None else self.config.steps)
-        if total <= 0:
-            raise FlrpError(f"--steps must be positive, got {total}")
-        if self.device.type == "cpu":
-            tune_allocator()
+        total = int(self.config.steps if steps is None else steps)
+        check_fit_args(total, log_every, checkpoint_every)
         run = Path(run_dir) if run_dir is not None else None
-        fingerprint = _fingerprint(dataset)
-        if not self.built:
-            self.build(DataSpec.from_dataset(dataset, self.config.normalize_obs))
-        logger = MetricsLogger(run, tensorboard=tensorboard)
-        if run is not None and resume and (run / CHECKPOINT_NAME).exists():
-            self.load_checkpoint(run / CHECKPOINT_NAME)
-            if self._data_fingerprint not in (None, fingerprint):
-                raise FlrpError(f"{run / CHECKPOINT_NAME}: checkpoint was trained on different data than {dataset.source}")
-            logger.truncate_after(self.step)
-        self._data_fingerprint = fingerprint
-        data = self._to_device(self.prepare_data(dataset))
-        history: list[dict[str, float]] = []
-        from tqdm.auto import tqdm
+        with run_lock(run) if run is not None else contextlib.nullcontext():
+            if self.device.type == "cpu":
+                tune_allocator()
+            fingerprint = _fingerprint(dataset)
+            if not self.built:
+                self.build(DataSpec.from_dataset(dataset, self.config.normalize_obs))
+            resuming = run is not None and resume and not overwrite and (run / CHECKPOINT_NAME).exists()
+            if run is not None:
+                clean_temp_files(run)
+                if resuming:
+                    self.load_checkpoint(run / CHECKPOINT_NAME)
+                    if self._data_fingerprint not in (None, fingerprint):
+                        raise FlrpError(f"{run / CHECKPOINT_NAME}: checkpoint was trained on different data than {dataset.source}")
+                else:
+                    start_fresh(run, overwrite)
+                if run_info is not None:
+                    write_json(run / "run.json", run_info)
+            logger = MetricsLogger(run, tensorboard=tensorboard)
+            if resuming:
+                logger.truncate_after(self.step)
+            self._data_fingerprint = fingerprint
+            data = self._to_device(self.prepare_data(dataset))
+            history: list[dict[str, float]] = []
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=self.step, disable=not progress, desc=f"{self.name}", dynamic_ncols=True)
-        for m in self.modules.values():
-            m.train()
-        try:
-            while self.step < total:
-                batch = self.sample_batch(data, self.config.batch_size)
-                metrics = self.update(batch)
-                self.after_update()
-                self.step += 1
-                bar.update(1)
-                if self.step % log_every == 0 or self.step == total:
-                    row = {k: float(v) for k, v in metrics.items()}
-                    history.append({"step": self.step, **row})
-                    logger.log(self.step, row)
-                    shown = [k for k in self.progress_keys if k in row] or list(row)[:4]
-                    bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in shown})
-                    if callback is not None:
-                        callback(self, self.step, row)
-                if run is not None and (self.step % checkpoint_every == 0 or self.step == total):
-                    self.save_checkpoint(run / CHECKPOINT_NAME)
-                    logger.write_csv()
-        finally:
+            bar = tqdm(total=total, initial=self.step, disable=not progress, desc=f"{self.name}", dynamic_ncols=True)
+            for m in self.modules.values():
+                m.train()
+            try:
+                while self.step < total:
+                    batch = self.sample_batch(data, self.config.batch_size)
+                    metrics = self.update(batch)
+                    self.after_update()
+                    self.step += 1
+                    bar.update(1)
+                    if self.step % log_every == 0 or self.step == total:
+                        row = {k: float(v) for k, v in metrics.items()}
+                        history.append({"step": self.step, **row})
+                        logger.log(self.step, row)
+                        shown = [k for k in self.progress_keys if k in row] or list(row)[:4]
+                        bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in shown})
+                        if callback is not None:
+                            callback(self, self.step, row)
+                    if run is not None and (self.step % checkpoint_every == 0 or self.step == total):
+                        self.save_checkpoint(run / CHECKPOINT_NAME)
+                        logger.write_csv()
+            except BaseException:
+                bar.close()
+                with contextlib.suppress(FlrpError):  # e.g. a full disk: report the first failure only
+                    logger.close()
+                raise
             bar.close()
             logger.close()
-        if run is not None:
-            self.save(run / MODEL_NAME)
-            write_json(run / "config.json", {"algo": self.name, "config": asdict(self.config), "spec": self.spec.to_dict() if self.spec else None})
-        return history
+            if run is not None:
+                self.save(run / MODEL_NAME)
+                write_json(run / "config.json", {"algo": self.name, "config": asdict(self.config), "spec": self.spec.to_dict() if self.spec else None})
+            return history
 
     # ------------------------------------------------------------------ state
     def _extra_state(self) -> dict[str, Any]:
@@ -442,6 +486,12 @@ class Algorithm(abc.ABC):
     def parameters_vector(self) -> torch.Tensor:
         """All trainable weights flattened (for tests that compare runs)."""
         return torch.cat([p.detach().flatten().cpu() for m in self.modules.values() for p in m.parameters()])
+
+
+def check_fit_args(steps: int, log_every: int, checkpoint_every: int) -> None:
+    """The training-loop arguments of ``fit`` (and ``flrp train``): positive integers."""
+    for flag, value in (("--steps", steps), ("--log-every", log_every), ("--checkpoint-every", checkpoint_every)):
+        check_number(flag, value, POSITIVE)
 
 
 def _read_payload(path: str | Path) -> dict[str, Any]:

@@ -135,6 +135,13 @@ class FLRPConfig(AlgoConfig):
     # V_h(s) > 0 both weights become min(exp(beta_h (V_h - Q_h)), clip_h), so the flow learns
     # and shapes toward the logged actions that lower Q_h most, i.e. the data's recoveries.
     infeasible_weighting: Literal["paper", "fisor"] = "paper"
+    # Recovery critic (deviation, not in the paper). Inside a violation h = +h_unsafe at every
+    # step, so Q_h = h_unsafe for *every* action and nothing ranks the ways back. "cost" adds a
+    # discounted cost critic Q_c (c + gamma_h (1 - d) V_c(s'), V_c its lower expectile, i.e. the
+    # fewest future costly steps the data shows) and uses it where V_h(s) > 0: the "fisor"
+    # weights become exp(beta_h (V_c - Q_c)), and inference with select_samples > 1 keeps the
+    # lowest-Q_c candidate when none is feasible. "none" = the paper.
+    recovery: Literal["none", "cost"] = "none"
     # Inference-time selection (deviation from the paper, FISOR's inference): draw this many
     # u_0 ~ N(0, I), refine and decode each, keep the highest-Q_r action among those with
     # Q_h <= 0, or the lowest-Q_h one if none is feasible. 1 = the paper (one sample).
@@ -159,19 +166,22 @@ FLRP_PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def flow_weights(q_h: torch.Tensor, v_h: torch.Tensor, adv_r: torch.Tensor, c: FLRPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def flow_weights(
+    q_h: torch.Tensor, v_h: torch.Tensor, adv_r: torch.Tensor, c: FLRPConfig, adv_rec: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The weights of the flow losses: (w of Eq. 11, w_r of Eq. 12), from detached critic values.
 
     Paper: w = sig(-Q_h/T_q) sig(-V_h/T_v) and w_r = min(exp(beta_r (Q_r - V_r)), 100) I_feas.
     ``infeasible_weighting="fisor"`` (deviation, FISOR's actor weights): where V_h(s) > 0 both
     become min(exp(beta_h (V_h - Q_h)), 150), so the flow learns, and the prior is shaped
     toward, the logged actions that lower Q_h most below V_h: the data's recoveries.
+    ``adv_rec`` replaces V_h - Q_h there when given (the recovery critic's V_c - Q_c).
     """
     w = torch.sigmoid(-q_h / c.weight_temperature_q) * torch.sigmoid(-v_h / c.weight_temperature_v)  # Eq. 11
     w_r = awr_weight(adv_r, c.reward_temperature, c.reward_weight_clip) * (q_h <= 0).float()  # Eq. 12
     if c.infeasible_weighting == "fisor":
         infeasible = v_h > 0
-        w_rec = awr_weight(v_h - q_h, c.feasibility_temperature, c.feasibility_weight_clip)
+        w_rec = awr_weight(v_h - q_h if adv_rec is None else adv_rec, c.feasibility_temperature, c.feasibility_weight_clip)
         w = torch.where(infeasible, w_rec, w)
         w_r = torch.where(infeasible, w_rec, w_r)
     elif c.infeasible_weighting != "paper":
@@ -179,13 +189,15 @@ def flow_weights(q_h: torch.Tensor, v_h: torch.Tensor, adv_r: torch.Tensor, c: F
     return w, w_r
 
 
-def select_candidates(q_h: torch.Tensor, q_r: torch.Tensor) -> torch.Tensor:
+def select_candidates(q_h: torch.Tensor, q_r: torch.Tensor, q_c: torch.Tensor | None = None) -> torch.Tensor:
     """Index (B,) of the candidate kept per state from (N, B) critic values: the highest Q_r
-    among candidates with Q_h <= 0, else the lowest Q_h (FISOR's inference rule)."""
+    among candidates with Q_h <= 0, else the lowest Q_h (FISOR's inference rule), or the lowest
+    Q_c when a recovery critic's values are given."""
     feasible = q_h <= 0
     score = torch.where(feasible, q_r, torch.full_like(q_r, -torch.inf))
     any_feasible = feasible.any(0)
-    return torch.where(any_feasible, score.argmax(0), q_h.argmin(0))
+    fallback = q_h if q_c is None else q_c
+    return torch.where(any_feasible, score.argmax(0), fallback.argmin(0))
 
 
 def refine_schedule(steps: int) -> list[str]:
@@ -272,8 +284,14 @@ class FLRP(Algorithm):
         m["decoder"] = GaussianDecoder(S + Z, A, H)
         # Sec. 3.3: the refiner's three experts.
         m["refiner"] = Refiner(S, Z, H)
-        for name in ("q_h", "v_h", "q_r"):
+        if c.recovery == "cost":  # deviation: the recovery critic (see FLRPConfig.recovery)
+            m["q_c"], m["v_c"] = QEnsemble(S, A, H, 2), VNet(S, H)
+        for name in self._targeted:
             m[f"{name}_target"] = copy.deepcopy(m[name]).requires_grad_(False)
+
+    @property
+    def _targeted(self) -> tuple[str, ...]:
+        return ("q_h", "v_h", "q_r") + (("q_c",) if self.config.recovery == "cost" else ())
 
     def _build_optimizers(self) -> None:
         # One Adam over every trained network (all at Table 4's lr 3e-4). Adam is per-parameter,
@@ -358,13 +376,19 @@ class FLRP(Algorithm):
         loss_q_h, loss_v_h, q_h_t, v_h_d = feas
         loss_q_r, loss_v_r, q_r_t, v_r_d = rew
         loss_critic = loss_v_h + loss_q_h + loss_v_r + loss_q_r
-        metrics: dict[str, torch.Tensor] = {
+        rec = None
+        if c.recovery == "cost":
+            rec = hj_feasibility_terms(m["q_c"], m["q_c_target"], m["v_c"], m["v_c"], s, a, batch["cost"], s2, term,
+                                       self.feasibility_gamma, c.expectile_feasibility, backup="discounted")
+            loss_critic = loss_critic + rec.loss_q + rec.loss_v
+        metrics: dict[str, torch.Tensor] = {} if rec is None else {"critic/q_c": rec.loss_q.detach(), "critic/v_c": rec.loss_v.detach()}
+        metrics.update({
             "critic/q_h": loss_q_h.detach(),
             "critic/v_h": loss_v_h.detach(),
             "critic/q_r": loss_q_r.detach(),
             "critic/v_r": loss_v_r.detach(),
             "feas/v_h_mean": v_h_d.mean(),
-        }
+        })
         opt = self.optimizers["all"]
         if phase == "critic":  # Sec. 3.4, first phase: the critics alone
             opt.zero_grad(set_to_none=True)
@@ -376,7 +400,7 @@ class FLRP(Algorithm):
         # I_feas, w_h, w_r are detached). Q values come from the target nets (FISOR practice).
         qh_sa, vh_s, thr = self._feasibility_values(q_h_t, v_h_d, batch)
         feasible = (qh_sa <= 0).float()  # I_feas(s, a) = 1{Q_h(s, a) <= 0}
-        w, w_r = flow_weights(qh_sa, vh_s, q_r_t - v_r_d, c)
+        w, w_r = flow_weights(qh_sa, vh_s, q_r_t - v_r_d, c, None if rec is None else rec.v - rec.q_sa)
 
         # ---- Sec. 3.2: flows and decoder (Algorithm 1, line 6) --------------------------------
         eps = torch.randn(s.shape[0], self.latent_dim, device=s.device, generator=self._noise_gen)
@@ -458,7 +482,7 @@ class FLRP(Algorithm):
 
     def after_update(self) -> None:
         tau = self.config.tau  # Table 4: 0.001 for every FLRP target network
-        for name in ("q_h", "v_h", "q_r"):
+        for name in self._targeted:
             soft_update(self.modules[f"{name}_target"], self.modules[name], tau)
 
     # ------------------------------------------------------------------ inference (Sec. 3.3)
@@ -476,7 +500,8 @@ class FLRP(Algorithm):
         a = self.decode_base(s, self._base_noise(s, False))
         q_h = self.modules["q_h"](s, a).max(0).values.view(n, B)
         q_r = self.modules["q_r"](s, a).min(0).values.view(n, B)
-        return a.view(n, B, -1)[select_candidates(q_h, q_r), torch.arange(B, device=obs.device)]
+        q_c = self.modules["q_c"](s, a).max(0).values.view(n, B) if self.config.recovery == "cost" else None
+        return a.view(n, B, -1)[select_candidates(q_h, q_r, q_c), torch.arange(B, device=obs.device)]
 
     def _base_noise(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from flrp.data.tasks import TaskSpec
+from flrp.errors import FlrpError
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 
 # Below this many env steps an evaluation stays in one process. Forked workers start in
@@ -55,6 +56,8 @@ class EvalResult:
 
     @classmethod
     def from_episodes(cls, task: TaskSpec, episodes: list[EpisodeStats], cost_limit: float) -> "EvalResult":
+        if not episodes:  # a mean over nothing is NaN: never a result
+            raise FlrpError(f"{task.name}: an evaluation needs at least one episode (--episodes >= 1)")
         rets = np.array([e.ret for e in episodes])
         costs = np.array([e.cost for e in episodes])
         nr = normalized_reward(rets, task)
@@ -156,6 +159,12 @@ def run_episodes(policy: Any, task: TaskSpec, seeds: list[int], deterministic: b
 EVAL_GROUP = 5
 
 
+def _seeds(seed: int, episodes: int) -> list[int]:
+    if int(episodes) < 1:
+        raise FlrpError(f"--episodes must be positive to evaluate, got {episodes}")
+    return [seed + i for i in range(int(episodes))]
+
+
 def _groups(seeds: list[int]) -> list[list[int]]:
     return [seeds[i : i + EVAL_GROUP] for i in range(0, len(seeds), EVAL_GROUP)]
 
@@ -201,7 +210,7 @@ def evaluate(
     :func:`evaluate_model_file` on its saved copy).
 
     ``deterministic=None`` uses the policy's own convention (``eval_deterministic``)."""
-    seeds = [seed + i for i in range(episodes)]
+    seeds = _seeds(seed, episodes)
     det = getattr(policy, "eval_deterministic", True) if deterministic is None else deterministic
     out = [e for g in _groups(seeds) for e in _run_group(policy, task, g, det)]
     return EvalResult.from_episodes(task, out, cost_limit)
@@ -236,7 +245,9 @@ def evaluate_model_file(
     spawned), else this process only.
     The numbers are the same for any ``workers`` (see ``EVAL_GROUP``).
     """
-    seeds = [seed + i for i in range(episodes)]
+    from flrp.datasets import check_task_fits
+
+    seeds = _seeds(seed, episodes)
     groups = _groups(seeds)
     ctx = _mp_context(device)
     if workers is None:
@@ -245,7 +256,8 @@ def evaluate_model_file(
     workers = max(1, min(workers, len(groups)))
     args = (str(model_path), task.name, deterministic, device)
     shares = [groups[i::workers] for i in range(workers)]
-    _load(str(model_path), device)
+    spec = _load(str(model_path), device).spec
+    check_task_fits(spec.obs_dim, spec.act_dim, task, f"model {model_path}")
     with contextlib.ExitStack() as stack:
         futures = []
         if workers > 1:
