@@ -3,16 +3,20 @@ logs that match the weights, stale temp files cleaned, file-system failures as o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import flrp.io
 from flrp.algos import FLRP, FLRPConfig
@@ -125,6 +129,7 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, dataset):
     FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=run, log_every=1, checkpoint_every=3, progress=False)
     assert (run / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
     assert (run / "metrics.csv").read_text() == (tmp_path / "ref" / "metrics.csv").read_text()
+    assert (run / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
 
 
 def test_garbled_log_line_keeps_later_rows(tmp_path):
@@ -155,6 +160,24 @@ def test_orphan_temp_files_are_cleaned_when_a_run_starts(tmp_path):
 # ---------------------------------------------------------------- file-system failures
 def _enospc(fd, data):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_during_training_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, monkeypatch):
+    from flrp.datasets import toy_dataset_path
+
+    toy_dataset_path()
+    run = tmp_path / "run"
+    calls = []
+    real = flrp.io._write_all
+
+    def full_after_four_writes(fd, data):  # run.json and the logs of steps 1-3 fit; checkpoint 3 does not
+        calls.append(1)
+        return real(fd, data) if len(calls) <= 4 else _enospc(fd, data)
+
+    monkeypatch.setattr(flrp.io, "_write_all", full_after_four_writes)
+    assert _train(run) == 2
+    _err(capsys, rf"^flrp: error: {re.escape(str(run / 'checkpoint.pt'))}: cannot write \(No space left on device\); free some space or choose another --out$")
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")] and not (run / "checkpoint.pt").exists()
 
 
 def test_full_disk_while_making_the_toy_dataset(tmp_path, capsys, monkeypatch):
@@ -192,3 +215,54 @@ def test_fs_error_messages(tmp_path):
     (tmp_path / "garbled.json").write_text("{")
     with pytest.raises(FlrpError, match=r"garbled\.json: not valid JSON \(.*\); fix or delete it"):
         flrp.io.read_json(tmp_path / "garbled.json")
+
+
+# ---------------------------------------------------------------- fault injection
+def _cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "flrp", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_for_training(run: Path, since_ns: int, proc: subprocess.Popen) -> None:
+    """Until the run writes its log (after a resume's log cut or at its first log row)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        with contextlib.suppress(FileNotFoundError):
+            if (run / "metrics.jsonl").stat().st_mtime_ns > since_ns:
+                return
+        time.sleep(0.01)
+
+
+def test_killed_at_random_points_many_times_resumes_bitwise_and_leaves_a_clean_directory(tmp_path):
+    """SIGKILL a training at random moments (at start-up, between and inside checkpoint writes),
+    rerun the same command each time; the final files equal an uninterrupted run's byte for byte."""
+    common = ["train", "--dataset", "toy", "--steps", "600", "--checkpoint-every", "20", "--log-every", "10", "--episodes", "0", *FAST]
+    ref = _cli([*common, "--out", str(tmp_path / "ref")])
+    assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()
+
+    run = tmp_path / "killed"
+    rng = random.Random(12)
+    kills = 0
+    for attempt in range(8):
+        started = time.time_ns()
+        victim = _cli([*common, "--out", str(run)])
+        if attempt == 0:
+            time.sleep(rng.uniform(0.5, 3.0))  # somewhere in start-up: before any checkpoint
+        else:
+            _wait_for_training(run, started, victim)
+            time.sleep(rng.uniform(0.0, 0.5))  # a checkpoint is written every ~0.15 s
+        if victim.poll() is not None:  # finished before the kill
+            assert victim.returncode == 0, victim.stderr.read().decode()
+            break
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        kills += 1
+    last = _cli([*common, "--out", str(run)])
+    assert last.wait(timeout=600) == 0, last.stderr.read().decode()
+    assert kills >= 4
+    for name in ("model.pt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "config.json"):
+        assert (run / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    # only a run killed before its first checkpoint leaves a log behind, moved aside
+    assert {p.name.split(".old-")[0] for p in run.iterdir() if ".old-" in p.name} <= {"metrics.jsonl", "metrics.csv", "run.json"}
+    assert torch.load(run / "model.pt", weights_only=True)["step"] == 600

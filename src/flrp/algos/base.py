@@ -4,6 +4,10 @@
 trains, ``X.predict(obs)`` acts on a batch, ``X.save(path)`` / ``Algorithm.load(path)`` round-trip
 one self-contained file (config, data spec incl. observation normalisation, weights), and a
 checkpoint (optimisers, RNG states, step) resumes a run bit-exactly on CPU.
+
+Model and checkpoint files hold tensors and plain values only and are read with
+``torch.load(weights_only=True)``, so opening a crafted file runs no code. Each carries a format
+version and a sha256 of its contents; loading checks both. Saving is byte-reproducible.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ import abc
 import contextlib
 import dataclasses
 import hashlib
+import io
+import pickle
+import sys
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
@@ -25,7 +33,7 @@ from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.algos.validation import POSITIVE, Range, check_config, check_number
 from flrp.errors import FlrpError
-from flrp.io import atomic_path, clean_temp_files, write_json
+from flrp.io import clean_temp_files, fs_error, write_bytes, write_json
 from flrp.logging import MetricsLogger
 from flrp.rundir import run_lock, start_fresh
 from flrp.runtime import tune_allocator
@@ -35,6 +43,9 @@ __all__ = ["AlgoConfig", "Algorithm", "register", "get_algorithm", "ALGORITHMS",
 CHECKPOINT_NAME = "checkpoint.pt"
 SAMPLE_BLOCK = 256  # minibatch index draws per host-to-device copy (see Algorithm.sample_batch)
 MODEL_NAME = "model.pt"
+# Version of the model/checkpoint file layout; a file with a larger one is refused. Files without
+# one (flrp 0.1 before format versions) load without a checksum check.
+FORMAT_VERSION = 1
 
 
 @dataclass
@@ -419,6 +430,7 @@ class Algorithm(abc.ABC):
         spec = self._require_built()
         payload: dict[str, Any] = {
             "format": "flrp",
+            "format_version": FORMAT_VERSION,
             "flrp_version": flrp.__version__,
             "algo": self.name,
             "config": asdict(self.config),
@@ -431,43 +443,57 @@ class Algorithm(abc.ABC):
             payload["optimizers"] = {k: o.state_dict() for k, o in self.optimizers.items()}
             payload["rng"] = {"sampler": self._sampler_state(), "noise": self._noise_gen.get_state()}
             payload["data_fingerprint"] = self._data_fingerprint
+        payload = _plain(payload)
+        payload["checksum"] = _checksum(payload)
         return payload
+
+    def _write(self, path: str | Path, with_training_state: bool) -> Path:
+        # Serialised in memory: the zip's record names then do not depend on a temp file's name,
+        # so identical runs give identical bytes; written atomically (one line on a full disk).
+        buf = io.BytesIO()
+        torch.save(self._payload(with_training_state), buf)
+        write_bytes(path, buf.getvalue())
+        return Path(path)
 
     def save(self, path: str | Path) -> Path:
         """One self-contained file: config, data spec (normalisation), weights. No optimiser state."""
-        with atomic_path(path) as tmp:
-            torch.save(self._payload(with_training_state=False), tmp)
-        return Path(path)
+        return self._write(path, with_training_state=False)
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Everything needed to resume exactly: weights, optimisers, RNG states, step."""
-        with atomic_path(path) as tmp:
-            torch.save(self._payload(with_training_state=True), tmp)
-        return Path(path)
+        return self._write(path, with_training_state=True)
 
     def _restore(self, payload: dict[str, Any], source: str) -> None:
         for k, m in self.modules.items():
             if k not in payload["modules"]:
                 raise FlrpError(f"{source}: missing weights for module '{k}'")
-            m.load_state_dict(payload["modules"][k])
-        self.step = int(payload.get("step", 0))
+            try:
+                m.load_state_dict(payload["modules"][k])
+            except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+                first = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc).splitlines()[0] if str(exc) else "")
+                raise FlrpError(f"{source}: the weights of module '{k}' do not fit the network its config describes ({first})") from None
+        self.step = int(payload["step"])
         self._load_extra_state(payload.get("extra", {}))
 
     def load_checkpoint(self, path: str | Path) -> None:
         payload = _read_payload(path)
         if payload["algo"] != self.name:
             raise FlrpError(f"{path}: checkpoint is for algorithm '{payload['algo']}', not '{self.name}'")
+        config = _config_from_payload(self.Config, payload, path)
         if self.spec is None:
-            self.config = self.Config.from_dict(payload["config"])
-            self.build(DataSpec(**payload["spec"]))
+            self.config = config
+            self.build(_spec_from_payload(payload))
         else:
-            mine, theirs = asdict(self.config), payload["config"]
-            diff = sorted(k for k in set(mine) | set(theirs) if k != "steps" and mine.get(k) != theirs.get(k))
+            mine, theirs = asdict(self.config), asdict(config)
+            diff = sorted(k for k in mine if k != "steps" and mine[k] != theirs[k])
             if diff:
-                raise FlrpError(f"{path}: checkpoint was made with different settings ({', '.join(diff)}); use another --out or --no-resume")
+                raise FlrpError(f"{path}: checkpoint was made with different settings ({', '.join(diff)}); use another --out, or --overwrite to start over")
         self._restore(payload, str(path))
         if "optimizers" in payload:
+            _require(payload, ("rng", "data_fingerprint"), path)
             for k, o in self.optimizers.items():
+                if k not in payload["optimizers"]:
+                    raise FlrpError(f"{path}: missing key 'optimizers.{k}'")
                 o.load_state_dict(payload["optimizers"][k])
             self._set_sampler_state(payload["rng"]["sampler"])
             self._noise_gen.set_state(payload["rng"]["noise"].to(self._noise_gen.get_state().device))
@@ -478,8 +504,8 @@ class Algorithm(abc.ABC):
         """Load a model (``save``) or checkpoint file; the algorithm is read from the file."""
         payload = _read_payload(path)
         cls = get_algorithm(payload["algo"])
-        algo = cls(cls.Config.from_dict(payload["config"]), device=device)
-        algo.build(DataSpec(**payload["spec"]))
+        algo = cls(_config_from_payload(cls.Config, payload, path), device=device)
+        algo.build(_spec_from_payload(payload))
         algo._restore(payload, str(path))
         return algo
 
@@ -494,17 +520,110 @@ def check_fit_args(steps: int, log_every: int, checkpoint_every: int) -> None:
         check_number(flag, value, POSITIVE)
 
 
+def _plain(obj: Any) -> Any:
+    """A copy of ``obj`` that pickles the same way whatever its history, and loads with weights_only.
+
+    numpy arrays/scalars become tensors/Python numbers. Containers are rebuilt and strings
+    interned: pickle shares objects by identity, so a resumed run (whose strings came from
+    unpickling) would otherwise write other bytes than an uninterrupted one."""
+    if isinstance(obj, dict):
+        out = (OrderedDict if isinstance(obj, OrderedDict) else dict)((_plain(k), _plain(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # state_dict's per-module versions
+            out._metadata = _plain(obj._metadata)  # type: ignore[attr-defined]
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _digest(obj: Any, h: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for k in sorted(obj, key=repr):
+            h.update(repr(k).encode() + b":")
+            _digest(obj[k], h)
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _digest(v, h)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode() + b",")
+
+
+def _checksum(payload: dict[str, Any]) -> str:
+    """sha256 of everything in the file but the checksum: tensors' bytes, keys and plain values."""
+    h = hashlib.sha256()
+    _digest({k: v for k, v in payload.items() if k != "checksum"}, h)
+    return h.hexdigest()
+
+
+def _require(d: dict[str, Any], keys: Any, path: str | Path, prefix: str = "") -> None:
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise FlrpError(f"{path}: missing key '{prefix}{missing[0]}' (not a complete flrp model/checkpoint file)")
+
+
 def _read_payload(path: str | Path) -> dict[str, Any]:
+    """The payload of a model/checkpoint file, refused in one line unless it is intact and ours."""
     p = Path(path)
-    if not p.exists():
-        raise FlrpError(f"{p}: no such model file")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise FlrpError(f"{p}: not a readable flrp model/checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise FlrpError(f"{p}: no such model file") from None
+    except OSError as exc:
+        raise fs_error(p, exc, "cannot read") from None
+    try:
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # weights_only met a class or function: the file would run code
+            raise FlrpError(f"{p}: refused: the file holds Python objects other than tensors and plain values (opening it could run code); not loaded") from None
+        raise FlrpError(f"{p}: not a readable flrp model/checkpoint (corrupt or truncated)") from None
+    except Exception:  # noqa: BLE001 - any unreadable file is one user-facing error
+        raise FlrpError(f"{p}: not a readable flrp model/checkpoint (corrupt or truncated)") from None
     if not isinstance(payload, dict) or payload.get("format") != "flrp":
         raise FlrpError(f"{p}: not an flrp model/checkpoint file")
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise FlrpError(f"{p}: corrupt (format_version {version!r} is not an integer)")
+    if version > FORMAT_VERSION:
+        raise FlrpError(f"{p}: made by a newer flrp (file format {version}, flrp {payload.get('flrp_version')}); this flrp {flrp.__version__} reads format <= {FORMAT_VERSION}: upgrade flrp")
+    _require(payload, ("algo", "config", "spec", "modules", "step") + (("checksum",) if version >= 1 else ()), p)
+    for key in ("config", "spec", "modules"):
+        if not isinstance(payload[key], dict):
+            raise FlrpError(f"{p}: corrupt ('{key}' is not a mapping)")
+    try:
+        config_cls = get_algorithm(str(payload["algo"])).Config
+    except FlrpError as exc:
+        raise FlrpError(f"{p}: {exc}") from None
+    # Every field present: a silent default would change the model.
+    _require(payload["config"], [f.name for f in fields(config_cls)], p, "config.")
+    _require(payload["spec"], [f.name for f in fields(DataSpec)], p, "spec.")
+    if version >= 1 and payload["checksum"] != _checksum(payload):
+        raise FlrpError(f"{p}: corrupt (checksum mismatch: the file changed after it was saved)")
     return payload
+
+
+def _config_from_payload(config_cls: type[AlgoConfig], payload: dict[str, Any], path: str | Path) -> AlgoConfig:
+    try:
+        return config_cls.from_dict(payload["config"])
+    except FlrpError as exc:
+        raise FlrpError(f"{path}: {exc}") from None
+
+
+def _spec_from_payload(payload: dict[str, Any]) -> DataSpec:
+    return DataSpec(**{f.name: payload["spec"][f.name] for f in fields(DataSpec)})
 
 
 def _fingerprint(ds: OfflineDataset) -> str:
