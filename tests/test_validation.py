@@ -231,3 +231,12 @@ def test_check_number_messages():
         check_number("--x", "3", Range(0))
     check_number("--x", 0.5, Range(0, 1, lo_open=True), integer=False)
     assert json.dumps(str(Range(0, 1, True, True))) == '"in (0, 1)"'
+
+
+def test_help_documents_each_range(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--gamma CFG_GAMMA (default: 0.99; in (0, 1))", "--latent-dim CFG_LATENT_DIM (default: None; >= 2)",
+                     "--batch-size CFG_BATCH_SIZE (default: 512; positive)", "(default 500; positive)"):
+        assert expected in text, expected

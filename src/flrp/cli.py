@@ -28,6 +28,8 @@ def _flag(name: str) -> str:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    from flrp.algos.validation import FINITE, range_of
+
     hints = typing.get_type_hints(config_cls)
     group = parser.add_argument_group(f"{config_cls.__name__} (defaults = paper values)")
     for f in dataclasses.fields(config_cls):
@@ -35,7 +37,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None
             continue  # --steps is a top-level flag
         tp = hints[f.name]
         default = f.default
-        kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": argparse.SUPPRESS, "help": f"(default: {default})"}
+        rng = range_of(config_cls, f.name)  # the allowed range, checked when the config is built
+        shown = f"; {rng}" if rng != FINITE and tp is not bool and typing.get_origin(tp) is not typing.Literal else ""
+        kwargs: dict[str, Any] = {"dest": f"cfg_{f.name}", "default": argparse.SUPPRESS, "help": f"(default: {default}{shown})"}
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if tp is bool:
@@ -245,7 +249,7 @@ def cmd_tasks(ns: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 def _eval_flags(p: argparse.ArgumentParser, train: bool) -> None:
     g = p.add_argument_group("evaluation (DSRL protocol)")
-    g.add_argument("--episodes", type=int, default=20, help="evaluation episodes, each with its own seed (default 20; 0 skips evaluation)" if train else "evaluation episodes (default 20)")
+    g.add_argument("--episodes", type=int, default=20, help="evaluation episodes, each with its own seed (default 20; >= 0, 0 skips evaluation)" if train else "evaluation episodes (default 20; positive)")
     g.add_argument("--eval-seed", type=int, default=10_000, help="seed of the first evaluation episode (default 10000, disjoint from training seeds)")
     g.add_argument("--workers", type=int, default=None, help="evaluation processes (default: one per core, at most one per group of 5 episodes, when the evaluation has at least 4k env steps, 20k on CUDA; else 1)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None, help="deterministic actions (FLRP: u_0 = 0) or stochastic (FLRP: u_0 ~ N(0, I), the paper's protocol); default: the algorithm's own convention")
@@ -267,9 +271,9 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=None, help=f"gradient steps (default {algo_cls.Config.steps})")
     t.add_argument("--out", default=None, help="run directory (default runs/<algo>-<task>-seed<seed>)")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    t.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS)")
-    t.add_argument("--log-every", type=int, default=500, help="log metrics every N steps (default 500)")
-    t.add_argument("--checkpoint-every", type=int, default=5000, help="write <out>/checkpoint.pt every N steps (default 5000)")
+    t.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS; positive)")
+    t.add_argument("--log-every", type=int, default=500, help="log metrics every N steps (default 500; positive)")
+    t.add_argument("--checkpoint-every", type=int, default=5000, help="write <out>/checkpoint.pt every N steps (default 5000; positive)")
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from <out>/checkpoint.pt if present (default yes); a fresh start moves the old run's files aside as NAME.old-N")
     t.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a trained model.pt (its files are moved aside as NAME.old-N)")
     t.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb (needs flrp[tensorboard])")
