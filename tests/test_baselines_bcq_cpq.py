@@ -1,9 +1,9 @@
 """BCQ-Lag and CPQ: OSRL defaults, shared VAE and PID pieces, updates, save/load, exact resume,
 and what tells them apart on the toy task.
 
-On the toy task CPQ's *cost critic* is the more conservative one (it over-estimates the cost of
-its own policy, far above any cost a policy can incur, while BCQ-Lag's under-estimates): that is
-tested. CPQ's *policy* is not reliably the more conservative one, so that is not tested. Its
+On the toy task CPQ's *cost critic* with the paper's OOD penalty (``ood_penalty="paper"``) is the
+more conservative one (it over-estimates the cost of its own policy, far above any cost a policy
+can incur, while BCQ-Lag's and OSRL-mode CPQ's, the default, under-estimate): that is tested. CPQ's *policy* is not reliably the more conservative one, so that is not tested. Its
 gated actor loss gets no gradient where the gate is closed, and it drives full throttle within a
 few hundred steps, before Q_c has propagated back to the start states. Measured at hidden 64,
 seed 0: cost ~81 at 0.25-2.5k steps, 0 (standing still) at 5-12.5k steps, 58 again at 15k steps.
@@ -112,7 +112,7 @@ def test_defaults_are_osrls():
     assert (c.steps, c.batch_size, c.gamma, c.hidden, c.cost_limit) == (100_000, 512, 0.99, 256, 10.0)
     assert (c.actor_lr, c.critic_lr, c.alpha_lr, c.vae_lr, c.tau) == (1e-4, 1e-3, 1e-4, 1e-3, 0.005)
     assert (c.reward_scale, c.cost_scale, c.beta, c.vae_hidden, c.sample_action_num) == (0.1, 1.0, 0.5, 400, 10)
-    assert (c.num_q, c.num_qc, c.qc_scalar, c.ood_quantile, c.ood_penalty) == (2, 2, 1.5, 0.75, "paper")
+    assert (c.num_q, c.num_qc, c.qc_scalar, c.ood_quantile, c.ood_penalty) == (2, 2, 1.5, 0.75, "osrl")
 
 
 def test_registered_by_name():
@@ -165,8 +165,8 @@ def test_bcq_lag_actor_stays_within_phi_of_the_vae_and_lambda_rises_on_violation
 
 
 def test_cpq_ood_penalty_trains_the_cost_critic_only_in_paper_mode(dataset):
-    """OSRL's OOD term is computed under no_grad, so alpha cannot change the cost critic; the
-    paper's term (default) pushes the cost critic up on OOD actions, more so with larger alpha."""
+    """OSRL's OOD term (the default) is computed under no_grad, so alpha cannot change the cost
+    critic; the paper's term pushes the cost critic up on OOD actions, more so with larger alpha."""
 
     def cost_critic_after(mode: str, log_alpha: float) -> torch.Tensor:
         algo = CPQ(tiny(CPQ, ood_penalty=mode, log_alpha_init=log_alpha), device="cpu")
@@ -282,23 +282,25 @@ def cost_value_and_cost_incurred(algo: BCQLag | CPQ, episodes: int = 32, steps: 
 
 def test_cpqs_cost_critic_is_pessimistic_on_the_toy_task_where_bcq_lags_is_not(toy):
     """CPQ pushes Q_c up on actions its VAE does not explain, so every unfamiliar action looks
-    unsafe. Trained on the toy task (small nets, 1500 steps), CPQ's Q_c at the states its own
-    policy visits exceeds the discounted cost incurred from them on most states. Its largest
-    values exceed 1 / (1 - gamma), the cost of standing in the hazard forever, which no policy
-    can incur. BCQ-Lag's Q_c, and CPQ's with OSRL's gradient-free OOD term, under-estimate the
-    cost of their policies on nearly every state. Measured (seeds 0 and 1): CPQ over-estimates
-    on 77% of the states, max Q_c ~400-480; OSRL-mode CPQ and BCQ-Lag on 0-1%, max Q_c 8-14.
-    So the pessimism comes from the paper's OOD penalty, not from the cost backup."""
+    unsafe. Trained on the toy task (small nets, 1500 steps), CPQ's Q_c with the paper's penalty
+    at the states its own policy visits exceeds the discounted cost incurred from them on most
+    states. Its largest values exceed 1 / (1 - gamma), the cost of standing in the hazard
+    forever, which no policy can incur. BCQ-Lag's Q_c, and CPQ's with OSRL's gradient-free OOD
+    term (the default), under-estimate the cost of their policies on nearly every state.
+    Measured before issue 14 (standardised observations, terminal-only masks; seeds 0 and 1):
+    paper-mode CPQ over-estimates on 77% of the states, max Q_c ~400-480; OSRL-mode CPQ and
+    BCQ-Lag on 0-1%, max Q_c 8-14. So the pessimism comes from the paper's OOD penalty, not
+    from the cost backup."""
     ds, _ = toy
     small = dict(hidden=64, vae_hidden=64, batch_size=256)
     cap = 1.0 / (1.0 - 0.99)
     results = {}
-    for label, cls, extra in (("cpq", CPQ, {}), ("cpq-osrl", CPQ, {"ood_penalty": "osrl"}), ("bcq-lag", BCQLag, {})):
+    for label, cls, extra in (("cpq-paper", CPQ, {"ood_penalty": "paper"}), ("cpq", CPQ, {}), ("bcq-lag", BCQLag, {})):
         algo = cls(cls.Config(**small, **extra), device="cpu")
         algo.fit(ds, steps=1500, progress=False)
         qc, incurred = cost_value_and_cost_incurred(algo)
         results[label] = (float((qc > incurred).mean()), float(qc.max()), float(incurred.mean()))
     summary = {k: f"over-estimates on {f:.0%}, max Q_c {m:.0f}, mean cost-to-go {c:.0f}" for k, (f, m, c) in results.items()}
-    assert results["cpq"][0] >= 0.6 and results["cpq"][1] > cap, summary
-    for label in ("cpq-osrl", "bcq-lag"):
+    assert results["cpq-paper"][0] >= 0.6 and results["cpq-paper"][1] > cap, summary
+    for label in ("cpq", "bcq-lag"):
         assert results[label][0] <= 0.2 and results[label][1] < cap, summary

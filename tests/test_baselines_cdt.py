@@ -265,6 +265,8 @@ def test_defaults_are_osrls():
     assert (c.batch_size, c.steps, c.reward_scale, c.cost_scale) == (2048, 100_000, 0.1, 1.0)
     assert (c.stochastic, c.init_temperature, c.loss_cost_weight, c.cost_transform) == (True, 0.1, 0.02, True)
     assert (c.cost_sample, c.cost_sample_threshold, c.augment_percent, c.cost_limit) == (True, 70.0, 0.2, 10.0)
+    # Raw observations; per-task augmentation and targets from OSRL's table unless set.
+    assert (c.normalize_obs, c.aug_deg, c.aug_max_reward, c.aug_max_rew_decrease, c.target_return) == (False, None, None, None, None)
 
 
 def test_update_moves_parameters_and_metrics_are_finite(dataset):

@@ -21,7 +21,8 @@ from flrp.nn.diffusion import DiffusionActor, vp_beta_schedule
 
 torch.set_num_threads(1)
 
-TINY_FISOR = dict(hidden=16, batch_size=64, actor_hidden=16, actor_blocks=1, time_dim=8, time_hidden=16, samples=4)
+# FISOR's layout at 1/32 scale: 64 rows, two actor steps on 32 each, critics on the first 8.
+TINY_FISOR = dict(hidden=16, batch_size=64, critic_batch_size=8, actor_hidden=16, actor_blocks=1, time_dim=8, time_hidden=16, samples=4)
 TINY_LSPC = dict(hidden=16, batch_size=64, latent_dim=4)
 
 
@@ -48,13 +49,15 @@ def test_fisor_defaults_are_fisors():
     assert (c.h_unsafe, c.h_safe, c.samples, c.lr_decay_steps, c.actor_weight_decay) == (25.0, -1.0, 16, 3_000_000, 0.0)
     assert (c.diffusion_steps, c.beta_min, c.beta_max) == (5, 0.1, 10.0)
     assert (c.actor_hidden, c.actor_blocks, c.actor_dropout, c.actor_layer_norm, c.time_dim, c.time_hidden) == (256, 3, 0.1, True, 64, 128)
-    # Table 4's batch layout by default; FISOR's 2048 / 2 x 1024 / 256 is one set of flags away.
-    assert (c.batch_size, c.actor_updates, c.critic_batch_size) == (512, 1, None)
+    # FISOR's batch layout by default (fisor.py:611-634); Table 4's 512 / 1 / all is one set of flags away.
+    assert (c.batch_size, c.actor_updates, c.critic_batch_size) == (2048, 2, 256)
+    assert (c.timeout_is_terminal, c.normalize_obs, c.reward_scale) == (True, False, None)
 
 
 def test_lspc_defaults_are_lspcs():
     c = LSPCConfig()
-    assert (c.steps, c.batch_size, c.gamma, c.hidden, c.lr, c.tau, c.expectile) == (1_000_000, 512, 0.99, 256, 3e-4, 0.005, 0.7)
+    assert (c.steps, c.batch_size, c.gamma, c.hidden, c.lr, c.tau, c.expectile) == (1_000_000, 1024, 0.99, 256, 3e-4, 0.005, 0.7)
+    assert (c.timeout_is_terminal, c.normalize_obs) == (True, False)
     assert (c.beta_reward, c.beta_cost, c.exp_adv_max_reward, c.exp_adv_max_cost) == (2.0, 2.0, 200.0, 200.0)
     assert (c.latent_dim, c.vae_beta, c.encoder_log_std_min, c.encoder_log_std_max) == (32, 0.5, -10.0, 2.0)
     assert (c.variant, c.clamp_vc_in_loss, c.reward_scale) == ("lspc-o", True, 1.0)
@@ -185,8 +188,10 @@ def test_fisor_batch_layouts(dataset):
     assert fisor_layout.optimizers["actor"].state[next(iter(fisor_layout.modules["actor"].parameters()))]["step"] == 4
     with pytest.raises(FlrpError, match="equal chunks"):
         tiny(FISOR, batch_size=63, actor_updates=2).fit(dataset, steps=1, progress=False)
-    with pytest.raises(FlrpError, match="critic_batch_size"):
-        tiny(FISOR, critic_batch_size=1000).fit(dataset, steps=1, progress=False)
+    # More critic rows than the batch has: all of them, as FISOR's x[:256] slice of a smaller batch.
+    whole = tiny(FISOR, critic_batch_size=1000)
+    whole.fit(dataset, steps=1, progress=False)
+    assert torch.isfinite(whole.parameters_vector()).all()
 
 
 def test_fisor_h_labels_and_reward_scale(dataset):
@@ -197,10 +202,10 @@ def test_fisor_h_labels_and_reward_scale(dataset):
     rets = dataset.episode_returns()
     scale = dataset.episode_lengths().max() / (rets.max() - rets.min())
     np.testing.assert_allclose(data["rew"], dataset.rewards * scale, rtol=1e-5)
-    np.testing.assert_array_equal(data["terminal"], dataset.terminals.astype(np.float32))
-    as_fisor = tiny(FISOR, timeout_is_terminal=True)
-    as_fisor.fit(dataset, steps=1, progress=False)
-    np.testing.assert_array_equal(as_fisor.prepare_data(dataset)["terminal"], dataset.timeouts.astype(np.float32))
+    np.testing.assert_array_equal(data["terminal"], dataset.timeouts.astype(np.float32))  # FISOR: timeouts end backups
+    bootstrapping = tiny(FISOR, timeout_is_terminal=False)
+    bootstrapping.fit(dataset, steps=1, progress=False)
+    np.testing.assert_array_equal(bootstrapping.prepare_data(dataset)["terminal"], dataset.terminals.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- DDPM actor

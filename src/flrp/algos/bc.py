@@ -2,7 +2,8 @@
 
 Defaults from OSRL's ``examples/configs/bc_configs.py``: actor MLP [256, 256] ReLU with tanh
 output, MSE to dataset actions, Adam lr 1e-3, batch 512, 100k steps; BC-Safe keeps only episodes
-whose undiscounted cost is <= cost_limit (OSRL ``process_bc_dataset`` mode "safe").
+whose undiscounted cost is <= cost_limit (OSRL ``process_bc_dataset`` mode "safe"). Raw
+observations, as OSRL trains BC (``--normalize-obs`` standardises them).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ __all__ = ["BCConfig", "BC", "BCSafe", "BCSafeConfig"]
 
 @dataclass
 class BCConfig(AlgoConfig):
-    # OSRL bc_configs.py: update_steps 100_000 (the paper's Table 4 says 1e6 for all methods;
-    # pass --steps 1000000 to match it).
+    # OSRL bc_configs.py:33 update_steps 100_000; its MetaDrive configs 200_000 (bc_configs.py:250
+    # and on: pass --steps 200000 there). The paper's Table 4 says 1e6 for all methods.
     steps: int = 100_000
     # OSRL bc_configs.py: actor_lr 1e-3.
     lr: float = 1e-3
+    # OSRL examples/train/train_bc.py:55 uses the plain env: no observation normalisation.
+    normalize_obs: bool = False
     # "all" = BC-All, "safe" = BC-Safe (episodes with cost <= cost_limit).
     mode: Literal["all", "safe"] = "all"
 

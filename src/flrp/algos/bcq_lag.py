@@ -10,30 +10,31 @@ One update step, in OSRL's order (each component with its own Adam):
 1. VAE: ``MSE(recon, a) + beta KL`` on dataset pairs (the behaviour model).
 2. Reward critic: repeat s' 10 times, a' = actor_target(s', vae.decode(s')); soft-clipped double
    Q ``lmbda min(Q1, Q2) + (1 - lmbda) max(Q1, Q2)`` from the target critic, **max over the 10
-   samples**; target ``r + gamma (1 - terminal) Q'``.
-3. Cost critic: the same construction on the cost target critic; target ``c + gamma (1 -
-   terminal) Qc'`` (see "Deviations").
+   samples**; target ``r + gamma (1 - done) Q'`` with ``done = terminals | timeouts``
+   (``bcql.py:134-155``, ``osrl/common/dataset.py:815``).
+3. Cost critic: the same construction on the cost target critic with its own 10 next actions
+   (OSRL decodes them again, ``bcql.py:164``); target ``c + gamma Qc'``, **no done mask**
+   (``bcql.py:172``).
 4. Actor (perturbation of a VAE sample within +-phi): ``-min Q + lambda (min Qc - thres)``, with
    lambda from the PID controller fed the same batch's ``min Qc``.
 5. Soft update of critic, cost critic and actor targets (tau 0.005).
 
-Deviations from OSRL, each deliberate:
+The defaults are OSRL's arithmetic (issue 14: the source is the default). Flags that leave it:
 
-* Bootstrapping masks use ``terminals`` only (the package convention), so time-limit truncation
-  bootstraps; OSRL's ``done = terminals | timeouts`` stops at every timeout.
-* Cost backup: OSRL writes ``c + gamma Qc'`` with no done mask at all. We use ``(1 - terminal)``
-  like the reward backup. OSRL's mask would have included timeouts, which would have zeroed the
-  cost-to-go at every truncation, and that may be why it was left out. With terminal-only masks
-  that reason no longer applies. A true terminal has no future cost, and bootstrapping past it
-  reads a value at a state the episode never reaches. (The DSRL data has no terminals except in
-  the velocity tasks.)
-* The 10 next actions sampled for the targets are shared by the reward and the cost critic (OSRL
-  draws them twice). Each target keeps exactly the same distribution; only their joint
-  correlation changes. This saves a third of the update.
-* Observations are standardised with dataset statistics (package default ``normalize_obs``);
-  OSRL trains on raw observations. Pass ``--no-normalize-obs`` to match it.
-* The threshold is in scaled cost units, ``cost_scale * qc_threshold(...)``. This is identical to
-  OSRL at its default cost_scale 1.
+* ``--no-timeout-is-terminal``: bootstrap through timeouts (flrp's convention; OSRL stops at
+  ``terminals | timeouts``).
+* ``--cost-done-mask``: mask the cost backup like the reward backup. OSRL's ``c + gamma Qc'``
+  bootstraps past every episode end, timeouts included; a true terminal has no future cost, so
+  with ``--no-timeout-is-terminal`` this mask is the consistent choice. (The DSRL data has no
+  terminals except in the velocity tasks.)
+* ``--shared-next-action``: one draw of the 10 next actions for both targets (OSRL draws twice).
+  Each target keeps its distribution, only their correlation changes; it saves a third of the
+  update.
+* ``--normalize-obs``: standardise observations with dataset statistics (OSRL trains on raw
+  observations: ``examples/train/train_bcql.py:79`` wraps the env with ``reward_scale`` only).
+
+The threshold is in scaled cost units, ``cost_scale * qc_threshold(...)``, identical to OSRL at
+its default cost_scale 1.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from torch import nn
 
 from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
 from flrp.algos.lagrangian import PIDLagrangian, qc_threshold
+from flrp.algos.sources import bootstrap_stops
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble
@@ -62,8 +64,9 @@ class VAEQConfig(AlgoConfig):
     """Settings shared by OSRL's VAE-based Q-learners (BCQ-L ``bcql_configs.py`` and CPQ
     ``cpq_configs.py``, which agree on all of these)."""
 
-    # OSRL update_steps 100_000 (MetaDrive 200_000). The FLRP paper's Table 4 says 1e6 for every
-    # method; we keep OSRL's default, pass --steps 1000000 to match Table 4.
+    # OSRL update_steps 100_000 (bcql_configs.py:40, cpq_configs.py:38); MetaDrive configs
+    # 200_000 (pass --steps 200000 there). The FLRP paper's Table 4 says 1e6 for every method;
+    # we keep OSRL's default, pass --steps 1000000 to match Table 4.
     steps: int = 100_000
     # OSRL batch_size 512, gamma 0.99, a/c hidden [256, 256] (= Table 4): inherited.
     # OSRL cost_limit 10: the episode cost budget, turned into the Q_c threshold.
@@ -92,6 +95,17 @@ class VAEQConfig(AlgoConfig):
     # OSRL episode_len (per task = DSRL max episode steps) for the Q_c threshold; None -> the
     # longest episode in the data (= the task's max steps for DSRL data).
     episode_len: int | None = None
+    # OSRL trains on raw observations (examples/train/train_{bcql,cpq}.py:79: wrap_env with
+    # reward_scale only, no obs normalisation).
+    normalize_obs: bool = False
+    # OSRL TransitionDataset (osrl/common/dataset.py:815): done = terminals | timeouts.
+    timeout_is_terminal: bool = True
+    # OSRL's cost backup is c + gamma Qc' without a done mask (bcql.py:172, cpq.py:161); True
+    # masks it like the reward backup.
+    cost_done_mask: bool = False
+    # OSRL samples the next actions afresh for the cost target (bcql.py:141 and :164, cpq.py:141
+    # and :159); True reuses the reward target's draw.
+    shared_next_action: bool = False
 
 
 @dataclass
@@ -166,7 +180,13 @@ class VAEQAlgorithm(Algorithm):
         data = super().prepare_data(ds)
         data["rew"] = data["rew"] * np.float32(self.config.reward_scale)
         data["cost"] = data["cost"] * np.float32(self.config.cost_scale)
+        data["terminal"] = bootstrap_stops(ds, self.config.timeout_is_terminal)
         return data
+
+    def _cost_target(self, cost: torch.Tensor, done: torch.Tensor, qc_next: torch.Tensor) -> torch.Tensor:
+        """OSRL's ``c + gamma Qc'`` (no done mask), or ``c + gamma (1 - done) Qc'`` with ``cost_done_mask``."""
+        c = self.config
+        return cost + c.gamma * ((1.0 - done) if c.cost_done_mask else 1.0) * qc_next
 
 
 @register
@@ -225,18 +245,19 @@ class BCQLag(VAEQAlgorithm):
         loss_vae, vae_metrics = m["vae"].loss(s, a, c.beta, generator=gen)
         self._step(self.optimizers["vae"], loss_vae)
 
-        # 2./3. Targets from 10 perturbed VAE samples per s' (after the VAE step, as in OSRL).
+        # 2. Reward target from 10 perturbed VAE samples per s' (after the VAE step, as in OSRL).
+        s2_rep = s2.repeat_interleave(c.sample_action_num, 0)  # (B * N, S), sample-major per row
         with torch.no_grad():
-            s2_rep = s2.repeat_interleave(c.sample_action_num, 0)  # (B * N, S), sample-major per row
             a2_rep = m["actor_target"](s2_rep, m["vae"].decode(s2_rep, generator=gen))
-            q_next = self._clipped_double_q_max(m["critic_target"], s2_rep, a2_rep, B)
-            qc_next = self._clipped_double_q_max(m["cost_critic_target"], s2_rep, a2_rep, B)
-            y_r = r + c.gamma * (1.0 - term) * q_next
-            # Deviation (module docstring): OSRL's cost backup ignores done; we stop at terminals.
-            y_c = cost + c.gamma * (1.0 - term) * qc_next
+            y_r = r + c.gamma * (1.0 - term) * self._clipped_double_q_max(m["critic_target"], s2_rep, a2_rep, B)
         # OSRL EnsembleDoubleQCritic.loss: sum over every member of its MSE.
         loss_q = (m["critic"](s, a) - y_r).square().mean(1).sum()
         self._step(self.optimizers["critic"], loss_q)
+        # 3. Cost target from its own 10 samples (OSRL bcql.py:164), no done mask (bcql.py:172).
+        with torch.no_grad():
+            if not c.shared_next_action:
+                a2_rep = m["actor_target"](s2_rep, m["vae"].decode(s2_rep, generator=gen))
+            y_c = self._cost_target(cost, term, self._clipped_double_q_max(m["cost_critic_target"], s2_rep, a2_rep, B))
         loss_qc = (m["cost_critic"](s, a) - y_c).square().mean(1).sum()
         self._step(self.optimizers["cost_critic"], loss_qc)
 

@@ -28,10 +28,26 @@ the target (return, cost) scaled by ``reward_scale``/``cost_scale`` and subtract
 scaled reward/cost (OSRL ``CDTTrainer.rollout``); the action is the Gaussian mean clamped to
 ``[-1, 1]``. :meth:`CDT.act` (and so ``predict``) without history uses a one-step context.
 
+Per-task values. OSRL sets the evaluation targets and the augmentation per task
+(``cdt_configs.py``); :data:`OSRL_CDT_TASKS` holds them by flrp task name, and a dataset whose
+task is known (:func:`flrp.algos.sources.dataset_task`) uses them for every field left at None:
+
+* evaluation target return (:func:`osrl_target_return`): OSRL's pair whose cost is the cost
+  limit (Bullet and MetaDrive have pairs at 10); where OSRL has no pair at the limit
+  (Safety-Gymnasium, velocity included: pairs at 20/40/80 only) the reward of the pair with the
+  largest cost below the limit, else of its lowest-cost pair (at limit 10: the cost-20 pair's
+  reward), always with the cost-to-go target = the limit. That choice is flrp's, not OSRL's;
+* augmentation ``deg``, ``max_reward``, ``max_rew_decrease`` (``min_reward`` is 1 everywhere).
+
+Unknown tasks (in-memory data, the toy task) take data-derived values (see each field).
+OSRL's ``CDTMediumDenseConfig`` sets none of these and inherits the CarCircle base values (an
+OSRL bug, references.md §6); flrp reproduces what OSRL runs. Explicit config values override.
+
 Differences from OSRL (each deliberate):
 
-* Observations are standardised with dataset statistics like every flrp algorithm (OSRL trains
-  CDT on raw observations); ``--no-normalize-obs`` restores OSRL's behaviour.
+* ``--normalize-obs`` standardises observations with dataset statistics (default off: OSRL trains
+  CDT on raw observations, ``examples/train/train_cdt.py:79`` wraps the env with
+  ``reward_scale`` only).
 * The cost class is ``cost > 0`` (OSRL casts the cost to ``long``, which fails for costs > 1).
 * The state-prediction head is omitted: its loss weight is 0 in OSRL, so it never affects the
   policy.
@@ -49,8 +65,8 @@ forward/backward passes over micro-batches (:attr:`CDTConfig.micro_batch`, 128 w
 whose gradients add up to the batch gradient: at batch 2048 one pass holds ~100-170 MB tensors
 per layer, far out of cache. The last transformer block computes only the state and action
 tokens, the only ones the heads read (-14% FLOPs).
-* Eval targets: one ``(target_return, target_cost)`` pair instead of OSRL's per-task tables
-  (:attr:`CDTConfig.target_return`, :attr:`CDTConfig.target_cost`).
+* Eval targets: one ``(target_return, target_cost)`` pair per evaluation, where OSRL evaluates
+  every pair of its task's table (:attr:`CDTConfig.target_return`, :attr:`CDTConfig.target_cost`).
 """
 
 from __future__ import annotations
@@ -66,13 +82,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from flrp.algos.base import AlgoConfig, Algorithm, register
+from flrp.algos.sources import dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.sequences import Augmentation, gather_windows, pareto_augmentation, sample_window_index, sequence_arrays
 from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
 from flrp.nn.transformer import CausalTransformer, init_gpt_weights
 
-__all__ = ["CDTConfig", "CDT", "CDTNetwork", "CDTEpisodeRunner", "default_target_return"]
+__all__ = ["CDTConfig", "CDT", "CDTNetwork", "CDTEpisodeRunner", "default_target_return", "OSRL_CDT_TASKS", "OSRLCDTValues", "osrl_target_return"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # OSRL CDT(cost_transform=True): the CTG token sees ``50 - ctg``.
@@ -88,8 +105,12 @@ class CDTConfig(AlgoConfig):
     unless noted. ``hidden`` and ``gamma`` of :class:`AlgoConfig` are unused (the width is
     ``embed_dim``; CDT's returns-to-go are undiscounted)."""
 
-    # cdt_configs.py update_steps 100_000 (MetaDrive tasks 200_000; Table 4 says 1e6 for all).
+    # cdt_configs.py:40 update_steps 100_000 (MetaDrive configs 200_000, cdt_configs.py:572 and
+    # on: pass --steps 200000 there; Table 4 says 1e6 for all).
     steps: int = 100_000
+    # OSRL trains CDT on raw observations (examples/train/train_cdt.py:79 wraps the env with
+    # reward_scale only).
+    normalize_obs: bool = False
     # cdt_configs.py batch_size 2048. The paper's Table 4 lists 512 for every method; we keep
     # OSRL's value because it is what produced the CDT numbers (pass --batch-size 512 otherwise).
     batch_size: int = 2048
@@ -140,22 +161,24 @@ class CDTConfig(AlgoConfig):
     cost_sample_threshold: float = 70.0
     # cdt_configs.py augment_percent 0.2: Pareto-frontier return relabelling (0 disables).
     augment_percent: float = 0.2
-    # Degree of the frontier polynomial. OSRL sets it per task (base class 4, used by CarCircle
-    # only; most tasks 0-1, e.g. AntRun 3, DroneRun 1, CarButton1 0). flrp default: 1, the
-    # commonest value; lowered automatically when the frontier has too few points.
-    aug_deg: int = 1
-    # Highest augmented return (raw units). OSRL: per task (600 base, AntRun 1000, DroneRun 700).
-    # None: best dataset return + 0.1 x dataset return range (see data.sequences.pareto_augmentation).
+    # Degree of the frontier polynomial. None: OSRL's per-task deg (OSRL_CDT_TASKS, e.g. AntRun 3,
+    # DroneRun 1, CarButton1 0) if the task is known, else 1 (OSRL's commonest value). Lowered
+    # automatically when the frontier has too few points.
+    aug_deg: int | None = None
+    # Highest augmented return (raw units). None: OSRL's per-task max_reward if the task is known
+    # (e.g. AntRun 1000, DroneRun 700), else best dataset return + 0.1 x dataset return range
+    # (see data.sequences.pareto_augmentation).
     aug_max_reward: float | None = None
     # cdt_configs.py min_reward 1.0: augmented returns start this far above the frontier.
     aug_min_reward: float = 1.0
-    # Largest return drop for substitute sources. OSRL: per task (100 base, AntRun 150).
-    # None: 0.2 x dataset return range.
+    # Largest return drop for substitute sources. None: OSRL's per-task max_rew_decrease if the
+    # task is known (e.g. AntRun 150), else 0.2 x dataset return range.
     aug_max_rew_decrease: float | None = None
     # cdt_configs.py beta 1.0: substitute weights 1 / (distance + beta).
     aug_beta: float = 1.0
-    # Evaluation target return (raw reward units). OSRL: per-task tables in cdt_configs.py.
-    # None: the best return among dataset episodes with cost <= cost_limit (default_target_return).
+    # Evaluation target return (raw reward units). None: OSRL's per-task target for cost_limit
+    # (osrl_target_return) if the task is known, else the best return among dataset episodes with
+    # cost <= cost_limit (default_target_return).
     target_return: float | None = None
     # Evaluation target cost (raw cost units). None: cost_limit (10).
     target_cost: float | None = None
@@ -164,6 +187,73 @@ class CDTConfig(AlgoConfig):
     # dropout masks are drawn). None: 128 on CPU (~2x faster than one pass at batch 2048), the
     # whole batch on GPU.
     micro_batch: int | None = None
+
+
+@dataclass(frozen=True)
+class OSRLCDTValues:
+    """One task's CDT values in OSRL ``examples/configs/cdt_configs.py`` (@ 03a4586)."""
+
+    targets: tuple[tuple[float, float], ...]  # target_returns: the (reward, cost) pairs evaluated
+    deg: int  # deg: frontier polynomial degree
+    max_reward: float  # max_reward: highest augmented return
+    max_rew_decrease: float  # max_rew_decrease: largest return drop for substitute sources
+
+
+def _osrl(targets: tuple[tuple[float, float], ...], deg: int, max_reward: float, max_rew_decrease: float) -> OSRLCDTValues:
+    return OSRLCDTValues(tuple((float(r), float(c)) for r, c in targets), deg, float(max_reward), float(max_rew_decrease))
+
+
+# Keyed by flrp task name; the comment gives the line of OSRL's config class (cdt_configs.py).
+OSRL_CDT_TASKS: dict[str, OSRLCDTValues] = {
+    "CarCircle": _osrl(((450, 10), (500, 20), (550, 50)), 4, 600, 100),  # :102, CDTCarCircleConfig = CDTTrainConfig (:6)
+    "AntRun": _osrl(((700, 10), (750, 20), (800, 40)), 3, 1000, 150),  # :107
+    "DroneRun": _osrl(((400, 10), (500, 20), (600, 40)), 1, 700, 100),  # :123
+    "DroneCircle": _osrl(((700, 10), (750, 20), (800, 40)), 1, 1000, 100),  # :140
+    "CarRun": _osrl(((575, 10), (575, 20), (575, 40)), 0, 600, 100),  # :157
+    "AntCircle": _osrl(((300, 10), (350, 20), (400, 40)), 2, 500, 100),  # :174
+    "BallRun": _osrl(((500, 10), (500, 20), (700, 40)), 2, 1400, 200),  # :191
+    "BallCircle": _osrl(((700, 10), (750, 20), (800, 40)), 2, 1000, 200),  # :208
+    "CarButton1": _osrl(((35, 20), (35, 40), (35, 80)), 0, 45, 10),  # :225
+    "CarButton2": _osrl(((40, 20), (40, 40), (40, 80)), 0, 50, 10),  # :241
+    "CarCircle1": _osrl(((20, 20), (22.5, 40), (25, 80)), 1, 30, 10),  # :257
+    "CarCircle2": _osrl(((20, 20), (21, 40), (22, 80)), 1, 30, 10),  # :273
+    "CarGoal1": _osrl(((40, 20), (40, 40), (40, 80)), 1, 50, 5),  # :289
+    "CarGoal2": _osrl(((30, 20), (30, 40), (30, 80)), 1, 35, 5),  # :305
+    "CarPush1": _osrl(((15, 20), (15, 40), (15, 80)), 0, 20, 5),  # :321
+    "CarPush2": _osrl(((12, 20), (12, 40), (12, 80)), 0, 15, 3),  # :337
+    "PointButton1": _osrl(((40, 20), (40, 40), (40, 80)), 0, 45, 5),  # :353
+    "PointButton2": _osrl(((40, 20), (40, 40), (40, 80)), 0, 50, 10),  # :369
+    "PointCircle1": _osrl(((50, 20), (52.5, 40), (55, 80)), 1, 65, 5),  # :385
+    "PointCircle2": _osrl(((45, 20), (47.5, 40), (50, 80)), 1, 55, 5),  # :401
+    "PointGoal1": _osrl(((30, 20), (30, 40), (30, 80)), 0, 35, 5),  # :417
+    "PointGoal2": _osrl(((30, 20), (30, 40), (30, 80)), 1, 35, 5),  # :433
+    "PointPush1": _osrl(((15, 20), (15, 40), (15, 80)), 0, 20, 5),  # :449
+    "PointPush2": _osrl(((12, 20), (12, 40), (12, 80)), 0, 15, 3),  # :465
+    "AntVelocity": _osrl(((2800, 20), (2800, 40), (2800, 80)), 1, 3000, 500),  # :481
+    "HalfCheetahVelocity": _osrl(((3000, 20), (3000, 40), (3000, 80)), 1, 3000, 500),  # :498
+    "HopperVelocity": _osrl(((1750, 20), (1750, 40), (1750, 80)), 1, 2000, 300),  # :515
+    "SwimmerVelocity": _osrl(((160, 20), (160, 40), (160, 80)), 1, 250, 50),  # :532
+    "Walker2dVelocity": _osrl(((2800, 20), (2800, 40), (2800, 80)), 1, 3600, 800),  # :549
+    "EasySparse": _osrl(((300, 10), (350, 20), (400, 40)), 2, 500, 100),  # :566
+    "EasyMean": _osrl(((300, 10), (350, 20), (400, 40)), 2, 500, 100),  # :584
+    "EasyDense": _osrl(((300, 10), (350, 20), (400, 40)), 2, 500, 100),  # :602
+    "MediumSparse": _osrl(((300, 10), (300, 20), (300, 40)), 0, 300, 100),  # :620
+    "MediumMean": _osrl(((300, 10), (300, 20), (300, 40)), 0, 300, 100),  # :638
+    # :656 CDTMediumDenseConfig sets none of these and inherits CDTTrainConfig's (OSRL bug).
+    "MediumDense": _osrl(((450, 10), (500, 20), (550, 50)), 4, 600, 100),
+    "HardSparse": _osrl(((300, 10), (350, 20), (400, 40)), 1, 500, 100),  # :664
+    "HardMean": _osrl(((300, 10), (350, 20), (400, 40)), 1, 500, 100),  # :682
+    "HardDense": _osrl(((300, 10), (350, 20), (400, 40)), 1, 500, 100),  # :700
+}
+
+
+def osrl_target_return(values: OSRLCDTValues, cost_limit: float) -> float:
+    """The reward target OSRL's table gives for ``cost_limit``: the pair at that cost; else the
+    pair with the largest cost below it; else the lowest-cost pair (flrp's rule where OSRL has no
+    pair at the limit, e.g. Safety-Gymnasium at 10)."""
+    pairs = sorted(values.targets, key=lambda rc: rc[1])
+    below = [r for r, c in pairs if c <= cost_limit]
+    return below[-1] if below else pairs[0][0]
 
 
 def default_target_return(episode_returns: np.ndarray, episode_costs: np.ndarray, cost_limit: float) -> float:
@@ -302,23 +392,32 @@ class CDT(Algorithm):
     def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
         """Flat obs/act/cost plus per-step RTG/CTG and the (real + augmented) trajectory table.
 
-        Also fixes the default evaluation target return (saved with the model).
+        Also fixes the default evaluation target return (saved with the model). Fields left at
+        None take OSRL's values of the dataset's task if it has some (module docstring).
         """
         c = self.config
         flat = super().prepare_data(ds)
         ep_rets, ep_costs = ds.episode_returns(), ds.episode_costs()
-        self._default_target_return = default_target_return(ep_rets, ep_costs, c.cost_limit)
+        task = dataset_task(ds)
+        osrl = OSRL_CDT_TASKS.get(task.name) if task is not None else None
+        if osrl is not None:
+            self._default_target_return = osrl_target_return(osrl, c.cost_limit)
+        else:
+            self._default_target_return = default_target_return(ep_rets, ep_costs, c.cost_limit)
         aug = None
         if c.augment_percent > 0:
+            deg = c.aug_deg if c.aug_deg is not None else (osrl.deg if osrl else 1)
+            max_reward = c.aug_max_reward if c.aug_max_reward is not None or osrl is None else osrl.max_reward
+            max_drop = c.aug_max_rew_decrease if c.aug_max_rew_decrease is not None or osrl is None else osrl.max_rew_decrease
             aug = pareto_augmentation(
                 ep_costs,
                 ep_rets,
                 np.random.default_rng(c.seed),  # same relabelling on every (re)start
                 augment_percent=c.augment_percent,
-                deg=c.aug_deg,
-                max_reward=c.aug_max_reward,
+                deg=deg,
+                max_reward=max_reward,
                 min_reward=c.aug_min_reward,
-                max_rew_decrease=c.aug_max_rew_decrease,
+                max_rew_decrease=max_drop,
                 beta=c.aug_beta,
             )
         self.augmentation = aug

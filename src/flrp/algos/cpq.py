@@ -11,20 +11,24 @@ maximises Q where Q_c is within it. Both gates use ``1[Q_c <= thres]``. One upda
 OSRL's order:
 
 1. VAE: ``MSE + beta KL`` on dataset pairs.
-2. Reward critic: ``r + gamma (1 - terminal) 1[Qc'(s', a') <= thres] Q'(s', a')`` with
-   ``a' ~ pi(s')`` and min-over-members target critics.
-3. Cost critic: ``c + gamma (1 - terminal) Qc'(s', a')`` plus the OOD term ``-alpha (E_nu[Qc] -
-   qc_thres)``. nu is the set of policy samples (10 per state) whose VAE KL is at or above the
-   0.75-quantile over all samples of the batch, about 25% of them. The dual step on alpha is
+2. Reward critic: ``r + gamma (1 - done) 1[Qc'(s', a') <= thres] Q'(s', a')`` with
+   ``a' ~ pi(s')``, min-over-members target critics and ``done = terminals | timeouts``
+   (``cpq.py:137-153``, ``osrl/common/dataset.py:815``).
+3. Cost critic: ``c + gamma Qc'(s', a')`` with a fresh ``a' ~ pi(s')`` and **no done mask**
+   (``cpq.py:159-161``), plus the OOD term ``-alpha (E_nu[Qc] - qc_thres)``. nu is the set of
+   policy samples (10 per state) whose VAE KL is at or above the 0.75-quantile over all samples
+   of the batch, about 25% of them. The dual step on alpha is
    ``log alpha += alpha_lr * alpha * (qc_thres - E_nu[Qc])``, clamped to [-5, 5].
 4. Actor (squashed Gaussian): ``-mean(1[Qc(s, pi) <= thres] Q(s, pi))`` (no entropy term).
 5. Soft update of the critic targets (tau 0.005).
 
 The OOD penalty (``ood_penalty``). OSRL computes this term under ``torch.no_grad`` with the target
-cost critic, and alpha is not a leaf with a gradient, so in OSRL the term adds **no gradient**.
-The cost critic there is plain TD, and alpha only moves its own logged value. OSRL also feeds
-pre-tanh Gaussian samples to the VAE and to Q_c, and it averages the masked values over all 10
-samples, not over the OOD ones. The default ``"paper"`` implements what the paper intends:
+cost critic (``cpq.py:158-185``), and alpha is not a leaf with a gradient (``cpq.py:93``), so in
+OSRL the term adds **no gradient** (``cpq.py:186-187``). The cost critic there is plain TD, and
+alpha only moves its own logged value. OSRL also feeds pre-tanh Gaussian samples to the VAE and
+to Q_c, and it averages the masked values over all 10 samples, not over the OOD ones. The default
+``"osrl"`` is exactly that arithmetic (issue 14: the authors' code is the default). ``"paper"``
+implements what the CPQ paper intends:
 
 * the gradient of ``-alpha E_nu[Qc]`` reaches every online cost-critic member, which pushes Q_c
   up on OOD actions;
@@ -32,16 +36,15 @@ samples, not over the OOD ones. The default ``"paper"`` implements what the pape
   trained on;
 * ``E_nu`` is the mean over the OOD samples.
 
-The mask and alpha stay gradient-free, as in the paper's dual formulation. ``"osrl"`` reproduces
-OSRL's arithmetic exactly: no gradient, pre-tanh samples, target critic, division by 10.
+The mask and alpha stay gradient-free, as in the paper's dual formulation.
 
-Other deviations: terminal-only bootstrapping masks, including the cost backup (OSRL masks the
-reward with terminals|timeouts and never masks the cost; see ``bcq_lag.py``). One next-action
-sample is shared by the reward and the cost target (OSRL draws two). The policy target network
-OSRL keeps but never reads is not built. Observations are standardised (package default). The
-thresholds are in scaled cost units (identical at OSRL's cost_scale 1).
+The data conventions are OSRL's by default and shared with BCQ-L (``bcq_lag.py`` lists the flags
+that leave them): raw observations, timeouts terminal, no done mask on the cost backup, separate
+next-action draws for the two targets. The policy target network OSRL keeps but never reads is
+not built. The thresholds are in scaled cost units (identical at OSRL's cost_scale 1).
 
-Known behaviour. Where the actor's gate is closed, ``1[Qc <= thres] Q`` gives the actor no
+Known behaviour (measured before issue 14, with the ``"paper"`` penalty, terminal-only masks and
+standardised observations). Where the actor's gate is closed, ``1[Qc <= thres] Q`` gives the actor no
 gradient. Nothing pulls an unsafe policy back: it can only change through states where its own
 action still passes the gate. The gated reward backup does not stop it either. On the toy task
 the reward is the velocity, so what it loses past the gate is distance that a safe stop would not
@@ -95,9 +98,10 @@ class CPQConfig(VAEQConfig):
     # OSRL log_alpha init 0 and clamp [-5, 5] (hard-coded).
     log_alpha_init: float = 0.0
     log_alpha_max: float = 5.0
-    # "paper": OOD term trains the cost critic (module docstring); "osrl": OSRL's exact,
-    # gradient-free arithmetic.
-    ood_penalty: Literal["paper", "osrl"] = "paper"
+    # "osrl": OSRL's exact, gradient-free arithmetic (cpq.py:158-187: the term is built under
+    # no_grad and log_alpha has no grad); "paper": the OOD term trains the cost critic (module
+    # docstring).
+    ood_penalty: Literal["paper", "osrl"] = "osrl"
 
 
 class SquashedGaussianActor(nn.Module):
@@ -145,7 +149,7 @@ class DualVariable(nn.Module):
 
 @register
 class CPQ(VAEQAlgorithm):
-    """Constraints Penalized Q-learning (OSRL's CPQ, with the paper's OOD cost penalty by default)."""
+    """Constraints Penalized Q-learning (OSRL's CPQ; the paper's OOD cost penalty is ``ood_penalty="paper"``)."""
 
     name = "cpq"
     Config = CPQConfig
@@ -227,17 +231,21 @@ class CPQ(VAEQAlgorithm):
         loss_vae, vae_metrics = m["vae"].loss(s, a, c.beta, generator=gen)
         self._step(self.optimizers["vae"], loss_vae)
 
-        # 2./3. Targets with one next action a' ~ pi(s') shared by both critics.
+        # 2. Reward target with a' ~ pi(s'), gated by the cost target at the same a' (cpq.py:141-146).
         with torch.no_grad():
             a2 = m["actor"].sample(s2, generator=gen)
             q_next = m["critic_target"](s2, a2).min(0).values
             qc_next = m["cost_critic_target"](s2, a2).min(0).values
             safe_next = (qc_next <= thres).float()
             y_r = r + c.gamma * (1.0 - term) * safe_next * q_next  # constraints-penalized backup
-            # Deviation (module docstring): OSRL's cost backup ignores done; we stop at terminals.
-            y_c = cost + c.gamma * (1.0 - term) * qc_next
         loss_q = (m["critic"](s, a) - y_r).square().mean(1).sum()  # sum of member MSEs (OSRL)
         self._step(self.optimizers["critic"], loss_q)
+
+        # 3. Cost target with a fresh a' (cpq.py:159), no done mask (cpq.py:161).
+        with torch.no_grad():
+            if not c.shared_next_action:
+                qc_next = m["cost_critic_target"](s2, m["actor"].sample(s2, generator=gen)).min(0).values
+            y_c = self._cost_target(cost, term, qc_next)
 
         alpha = m["alpha"].log_alpha.exp()
         td_qc = (m["cost_critic"](s, a) - y_c).square().mean(1).sum()

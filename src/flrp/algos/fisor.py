@@ -14,20 +14,18 @@ normalisation). Reads top to bottom like the method:
    loss, with an EMA copy used at evaluation.
 4. Action selection: 16 samples per state from the EMA actor, keep the one with the lowest Q_h.
 
-Deviations from the reference, all deliberate (see each field's comment):
+The defaults are FISOR's code (issue 14: the source is the default; see each field's comment):
+2048 rows per step, two actor steps on 1024 each, critics on the first 256 (``fisor.py:611-634``);
+raw observations; timeouts terminal (``dsrl_datasets.py:47``); the reward scale from DSRL's
+per-task constants (``train_offline.py:54``); V updated before Q. Options and what remains:
 
-* Batch: 512 rows, one actor step, critics on all 512 (the FLRP paper's Table 4) instead of
-  FISOR's 2048 rows, two actor steps on 1024 each, critics on the first 256; FISOR's layout is
-  ``--batch-size 2048 --actor-updates 2 --critic-batch-size 256`` (about 3x the CPU time).
-* Timeouts bootstrap (flrp's convention for every method); FISOR treats them as terminal —
-  ``timeout_is_terminal=True`` restores that.
-* Observations are standardised (flrp's ``normalize_obs``; FISOR uses raw observations:
-  ``--no-normalize-obs``). The reward scale ``max_steps / (R_max - R_min)`` takes the longest
-  episode and the episode-return range of the data (FISOR: the env's time limit and DSRL's
-  per-task constants); ``reward_scale`` overrides it.
-* The four critics take one joint Adam step per update. FISOR updates V before Q (``update_v``
-  then ``update_q``, ``update_vc`` then ``update_qc``), so its Q targets read the just-updated
-  V; here they read V from before the step.
+* The FLRP paper's Table 4 layout ("batch 512" for every method): ``--batch-size 512
+  --actor-updates 1 --critic-batch-size none`` (about a third of the CPU time per step).
+* ``--no-timeout-is-terminal`` bootstraps through timeouts (flrp's convention);
+  ``--normalize-obs`` standardises observations.
+* Without a known task (in-memory data, a file whose task cannot be inferred) the reward scale
+  takes the longest episode and the episode-return range of the data; ``reward_scale``
+  overrides it either way.
 * Dropout masks and all diffusion noise come from the algorithm's seeded generator, so runs
   resume bit-exactly.
 """
@@ -43,12 +41,13 @@ import numpy as np
 import torch
 
 from flrp.algos.base import AlgoConfig, Algorithm, register
+from flrp.algos.sources import bootstrap_stops, dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
 from flrp.nn.critics import QEnsemble, VNet
 from flrp.nn.diffusion import DiffusionActor
-from flrp.nn.feasibility import hj_feasibility_terms, iql_reward_terms
+from flrp.nn.feasibility import CriticTerms, hj_feasibility_terms, iql_reward_terms
 from flrp.nn.functional import awr_weight, soft_update
 
 __all__ = ["FISORConfig", "FISOR", "fisor_weights"]
@@ -59,30 +58,33 @@ class FISORConfig(AlgoConfig):
     """FISOR's values from ``configs/train_config.py`` / ``FISOR.create`` unless noted.
 
     Batch layout: ``batch_size`` rows are sampled per step; the actor takes ``actor_updates``
-    steps, one on each equal chunk; the critics use the first ``critic_batch_size`` rows.
+    steps, one on each equal chunk; the critics use the first ``critic_batch_size`` rows (all of
+    them if the batch is smaller, as FISOR's ``x[:256]`` slice).
 
-    * Default = the FLRP paper's Table 4 ("batch 512" for every method): one actor step and the
-      critics on the same 512 rows. About FLRP's CPU time per step (0.16 s vs 0.13 s at
-      obs 40 / act 6, one thread).
-    * FISOR's own layout (``FISOR.update``, ``batch_size=2048`` in train_config.py): 2048 rows,
-      two actor steps on 1024 each, critics on the first 256 — ``--batch-size 2048
-      --actor-updates 2 --critic-batch-size 256``. About 0.43 s per step on one CPU thread.
+    * Default = FISOR's own layout (``fisor.py:611-634``, ``batch_size=2048`` in
+      ``train_config.py:10``): 2048 rows, two actor steps on 1024 each, critics on the first
+      256. About 0.43 s per step on one CPU thread (obs 40 / act 6).
+    * The FLRP paper's Table 4 ("batch 512" for every method): ``--batch-size 512
+      --actor-updates 1 --critic-batch-size none``, one actor step and the critics on the same
+      512 rows. About FLRP's CPU time per step (0.16 s vs 0.13 s).
     """
 
     # FISOR max_steps = 1_000_001 (Table 4: 1e6).
     steps: int = 1_000_000
-    # Rows sampled per step. Table 4: 512 (FISOR: 2048; see the class docstring).
-    batch_size: int = 512
-    # Actor steps per training step, one per equal chunk of the batch. Table 4 reading: 1 (FISOR: 2).
-    actor_updates: int = 1
-    # Rows (the first ones) the critics train on; None = the whole batch. Table 4 reading: None
-    # (FISOR: 256).
-    critic_batch_size: int | None = None
+    # Rows sampled per step: FISOR train_config.py:10 batch_size=2048 (Table 4: 512).
+    batch_size: int = 2048
+    # Actor steps per training step, one per equal chunk of the batch: FISOR fisor.py:613-625
+    # splits the batch in halves and updates the actor on each (Table 4 reading: 1).
+    actor_updates: int = 2
+    # Rows (the first ones) the critics train on; None = the whole batch: FISOR fisor.py:627-634
+    # slices x[:256] for update_v/q/vc/qc (Table 4 reading: None).
+    critic_batch_size: int | None = 256
     # FISOR actor_lr = critic_lr = value_lr = 3e-4 (Table 4: 3e-4).
     lr: float = 3e-4
-    # FISOR decay_steps = 3e6: actor lr cosine-decays to 0 over this many *actor optimiser steps*
-    # (optax counts every actor update: with FISOR's 2 per step, 1e6 steps use 2/3 of the cosine
-    # and end at lr/4; with 1 per step, 1/3 of it, ending at 0.75 lr). None = constant lr.
+    # FISOR decay_steps = 3e6 (train_config.py:42; fisor.py:144 optax.cosine_decay_schedule):
+    # actor lr cosine-decays to 0 over this many *actor optimiser steps* (optax counts every actor
+    # update: with FISOR's 2 per step, 1e6 steps use 2/3 of the cosine and end at lr/4; with 1 per
+    # step, 1/3 of it, ending at 0.75 lr). None = constant lr.
     lr_decay_steps: int | None = 3_000_000
     # FISOR actor optimiser AdamW with actor_weight_decay=None -> 0.
     actor_weight_decay: float = 0.0
@@ -107,7 +109,10 @@ class FISORConfig(AlgoConfig):
     # FISOR dsrl_datasets.py with critic_type="hj", cost_scale=25: h = +25 if cost > 0 else -1.
     h_unsafe: float = 25.0
     h_safe: float = -1.0
-    # FISOR normalize_returns: r * max_steps / (R_max - R_min); None -> from the data.
+    # FISOR normalize_returns (train_offline.py:54, dataset.py:190): r * max_steps /
+    # (R_max - R_min) with the env's time limit and DSRL's MAX/MIN_EPISODE_REWARD of the task.
+    # None -> those constants if the dataset's task is known, else the data's (see the module
+    # docstring).
     reward_scale: float | None = None
     # FISOR: T = 5 diffusion steps, beta_schedule="vp" (beta_min 0.1, beta_max 10 in vp_beta_schedule).
     diffusion_steps: int = 5
@@ -128,8 +133,11 @@ class FISORConfig(AlgoConfig):
     # FISOR actor_objective="feasibility" (the method); "bc" = weight 1 on every sample (FISOR's
     # code has the same switch: plain diffusion behaviour cloning, an ablation).
     actor_objective: Literal["feasibility", "bc"] = "feasibility"
-    # FISOR and every OSRL-family code treat timeouts as terminal; flrp bootstraps through them.
-    timeout_is_terminal: bool = False
+    # FISOR dsrl_datasets.py:47 done = terminals | timeouts, masks = 1 - done (:62).
+    timeout_is_terminal: bool = True
+    # FISOR trains on raw observations (train_offline.py: no observation normalisation; the
+    # wrappers only rescale and clip actions).
+    normalize_obs: bool = False
 
 
 def fisor_weights(
@@ -169,8 +177,6 @@ class FISOR(Algorithm):
         c = self.config
         if c.actor_updates < 1 or c.batch_size % c.actor_updates:
             raise FlrpError(f"fisor: batch_size {c.batch_size} must split into actor_updates={c.actor_updates} equal chunks")
-        if c.critic_batch_size is not None and not 1 <= c.critic_batch_size <= c.batch_size:
-            raise FlrpError(f"fisor: critic_batch_size must be in [1, batch_size={c.batch_size}], got {c.critic_batch_size}")
         S, A, H = spec.obs_dim, spec.act_dim, c.hidden_sizes
         m = self.modules
         m["actor"] = DiffusionActor(
@@ -195,19 +201,25 @@ class FISOR(Algorithm):
     # ------------------------------------------------------------------ data
     def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
         data = super().prepare_data(ds)
-        spec = self._require_built()
         c = self.config
         # FISOR dsrl_datasets.py: actions clipped to +-(1 - 1e-5).
         data["act"] = np.clip(data["act"], -1.0 + 1e-5, 1.0 - 1e-5)
         # FISOR dsrl_datasets.py (critic_type="hj"): h = +cost_scale if cost > 0 else -1.
         data["h"] = np.where(ds.costs > 0, c.h_unsafe, c.h_safe).astype(np.float32)
-        # FISOR normalize_returns: episode returns then span ~max_episode_steps.
-        span = max(spec.episode_return_max - spec.episode_return_min, 1e-6)
-        scale = c.reward_scale if c.reward_scale is not None else spec.max_episode_steps / span
-        data["rew"] = data["rew"] * np.float32(scale)
-        if c.timeout_is_terminal:
-            data["terminal"] = np.logical_or(ds.terminals > 0, ds.timeouts > 0).astype(np.float32)
+        data["rew"] = data["rew"] * np.float32(self.reward_scale_for(ds))
+        data["terminal"] = bootstrap_stops(ds, c.timeout_is_terminal)
         return data
+
+    def reward_scale_for(self, ds: OfflineDataset) -> float:
+        """FISOR ``normalize_returns``: ``max_steps / (R_max - R_min)``, so episode returns span
+        about ``max_steps``. DSRL's constants of the dataset's task (as FISOR), else the data's."""
+        if self.config.reward_scale is not None:
+            return float(self.config.reward_scale)
+        task = dataset_task(ds)
+        if task is not None and task.max_reward > task.min_reward:
+            return task.max_episode_steps / (task.max_reward - task.min_reward)
+        spec = self._require_built()
+        return spec.max_episode_steps / max(spec.episode_return_max - spec.episode_return_min, 1e-6)
 
     # ------------------------------------------------------------------ learning
     def _actor_lr(self, k: int) -> float:
@@ -245,26 +257,39 @@ class FISOR(Algorithm):
             opt.step()
             soft_update(m["actor_ema"], m["actor"], c.actor_tau)  # FISOR: EMA after every actor update
 
-        # ---- critics on the first critic_batch_size rows ---------------------------------------
-        n = c.critic_batch_size or c.batch_size
+        # ---- critics on the first critic_batch_size rows (FISOR's x[:256]) ----------------------
+        n = min(c.critic_batch_size or c.batch_size, c.batch_size)
         s, a, s2 = batch["obs"][:n], batch["act"][:n], batch["next_obs"][:n]
         term = batch["terminal"][:n]
-        rew = iql_reward_terms(m["q_r"], m["q_r_target"], m["v_r"], s, a, batch["rew"][:n], s2, term, c.gamma, c.expectile_reward)
-        feas = hj_feasibility_terms(
-            m["q_h"], m["q_h_target"], m["v_h"], m["v_h"], s, a, batch["h"][:n], s2, term, c.gamma, c.expectile_feasibility
-        )
+
+        def critic_terms() -> tuple[CriticTerms, CriticTerms]:
+            rew = iql_reward_terms(m["q_r"], m["q_r_target"], m["v_r"], s, a, batch["rew"][:n], s2, term, c.gamma, c.expectile_reward)
+            feas = hj_feasibility_terms(
+                m["q_h"], m["q_h_target"], m["v_h"], m["v_h"], s, a, batch["h"][:n], s2, term, c.gamma, c.expectile_feasibility
+            )
+            return rew, feas
+
+        # FISOR fisor.py:631-634 (update_v, update_q, update_vc, update_qc): each V steps first and
+        # its Q's target then reads the updated V. The reward and feasibility pairs do not read
+        # each other, so both V step together, then both Q. One Adam over the four nets: a step
+        # moves only the parameters that have a gradient, as four optimisers would.
         opt_c = self.optimizers["critics"]
+        rew, feas = critic_terms()
         opt_c.zero_grad(set_to_none=True)
-        (rew.loss_q + rew.loss_v + feas.loss_q + feas.loss_v).backward()
+        (rew.loss_v + feas.loss_v).backward()
+        opt_c.step()
+        rew_q, feas_q = critic_terms()
+        opt_c.zero_grad(set_to_none=True)
+        (rew_q.loss_q + feas_q.loss_q).backward()
         opt_c.step()
 
         return {
             "actor/loss": loss_actor.detach(),
             "actor/weight_mean": w.mean(),
             "actor/lr": torch.tensor(opt.param_groups[0]["lr"]),
-            "critic/q_r": rew.loss_q.detach(),
+            "critic/q_r": rew_q.loss_q.detach(),
             "critic/v_r": rew.loss_v.detach(),
-            "critic/q_h": feas.loss_q.detach(),
+            "critic/q_h": feas_q.loss_q.detach(),
             "critic/v_h": feas.loss_v.detach(),
             "feas/v_h_mean": feas.v.mean(),
             "feas/frac_unsafe_states": (feas.v > 0).float().mean(),

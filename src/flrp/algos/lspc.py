@@ -16,17 +16,20 @@ overrides), ``train_lspc_iql.py`` (data and evaluation). Reads top to bottom lik
 Evaluation (``variant``): LSPC-O = encoder latent -> decoder (the reward-optimised policy);
 LSPC-S = a latent from the clamped prior -> decoder (the safe policy alone).
 
+The data conventions are LSPC's (issue 14: the source is the default): batch 1024
+(``lspc_iql_configs.py:37``; the FLRP paper's Table 4 reads 512: ``--batch-size 512``), timeouts
+terminal (``lspc_iql.py:65``; ``--no-timeout-is-terminal`` bootstraps through them), raw
+observations (``train_lspc_iql.py`` wraps the env with ``reward_scale`` only; ``--normalize-obs``).
+
 Deviations from the reference, all deliberate:
 
-* Batch 512 (the FLRP paper's Table 4) rather than LSPC's 1024 (``--batch-size 1024``).
-* Timeouts bootstrap (flrp's convention); LSPC treats them as terminal
-  (``timeout_is_terminal=True`` restores that). Observations are standardised (``normalize_obs``).
 * Reward and cost critics take one joint Adam step. Each loss reaches only its own network and
   LSPC also reads V(s') and V_c(s') before updating them, so this is LSPC's update (Adam is
   per-parameter); twin-Q losses are summed over the twins where LSPC averages them, a factor 2
   Adam is insensitive to.
 * Per-task values (``latent_clamp``, ``safe_threshold``) are looked up from the dataset's task,
-  inferred from its file (``flrp.datasets.infer_task``), and saved with the model.
+  inferred from its file (:func:`flrp.algos.sources.dataset_task`), and saved with the model.
+  LSPC's script takes the task by name; flrp's algorithms receive only the dataset.
 * ``deterministic=True`` acts with the encoder mean (LSPC-O) or z = 0 (LSPC-S); LSPC itself
   always samples, which is ``deterministic=False`` and the default evaluation.
 * V_c's clamp-before-loss can freeze V_c for good (``clamp_vc_in_loss``; LSPC's behaviour is
@@ -44,6 +47,7 @@ import torch
 from torch import nn
 
 from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
+from flrp.algos.sources import bootstrap_stops, dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble, VNet
@@ -74,8 +78,8 @@ class LSPCConfig(AlgoConfig):
 
     # LSPC max_timesteps = 1e6 (Table 4: 1e6).
     steps: int = 1_000_000
-    # Table 4: 512 for every method. LSPC's code uses batch_size = 1024 ("for all networks").
-    batch_size: int = 512
+    # LSPC lspc_iql_configs.py:37 batch_size = 1024 ("for all networks"; Table 4: 512).
+    batch_size: int = 1024
     # LSPC actor_lr = qf_lr = vf_lr = 3e-4 (Table 4: 3e-4); Adam everywhere.
     lr: float = 3e-4
     # LSPC tau = 0.005 for the reward and cost target Q networks.
@@ -115,8 +119,10 @@ class LSPCConfig(AlgoConfig):
     # Which policy acts: "lspc-o" (encoder -> decoder; LSPC's main policy, logged as eval/) or
     # "lspc-s" (clamped prior -> decoder; logged as eval_star/). Switchable after training.
     variant: Literal["lspc-o", "lspc-s"] = "lspc-o"
-    # LSPC (ReplayBuffer: dones = terminals + timeouts) treats timeouts as terminal; flrp bootstraps.
-    timeout_is_terminal: bool = False
+    # LSPC lspc_iql.py:65 (ReplayBuffer.load_d4rl_dataset): dones = terminals + timeouts.
+    timeout_is_terminal: bool = True
+    # LSPC trains on raw observations (train_lspc_iql.py:81 wrap_env with reward_scale only).
+    normalize_obs: bool = False
 
 
 class SafetyEncoder(nn.Module):
@@ -186,16 +192,11 @@ class LSPC(Algorithm):
 
     # ------------------------------------------------------------------ data
     def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:
-        from pathlib import Path
-
-        from flrp.datasets import infer_task
-
-        task = infer_task(Path(ds.source)) if ds.source and not ds.source.startswith("<") else None
+        task = dataset_task(ds)
         self.task_name = task.name if task is not None else None
         data = super().prepare_data(ds)
         data["rew"] = data["rew"] * np.float32(self.config.reward_scale)
-        if self.config.timeout_is_terminal:
-            data["terminal"] = np.logical_or(ds.terminals > 0, ds.timeouts > 0).astype(np.float32)
+        data["terminal"] = bootstrap_stops(ds, self.config.timeout_is_terminal)
         return data
 
     def _extra_state(self) -> dict[str, Any]:
