@@ -11,6 +11,26 @@
 * ``results.png`` plots normalized cost (x, dashed line at the limit 1) against normalized
   reward (y): one marker per algorithm with error bars over seeds, faint dots for single seeds,
   one panel per task.
+* Statistics (:func:`interval_statistics`, with the ``rliable`` library's stratified bootstrap;
+  in ``results.md``, ``results_stats.csv`` and ``results_stats.png``):
+
+  - per task × algorithm, the mean normalized reward and cost with a 95 % percentile bootstrap
+    interval that resamples seeds, then episodes within each resampled seed (rliable's
+    ``StratifiedBootstrap`` with seeds as its strata and ``task_bootstrap=True``, i.e. a two-level
+    bootstrap). Seeds with unequal episode counts (or an unknown task) fall back to resampling
+    the seeds' means;
+  - aggregates over the tasks: mean and interquartile mean (IQM) of the per-seed scores, with
+    rliable's stratified bootstrap over seeds within each task (Agarwal et al., NeurIPS 2021).
+    Only algorithms with results on every task of the sweep enter, each with the number of seeds
+    it has on all of them;
+  - the probability of improvement of each pair, P(X > Y) for reward and P(X < Y) for cost:
+    the Mann-Whitney probability that a seed of X beats a seed of Y on a task, averaged over
+    tasks (rliable's ``probability_of_improvement``), with rliable's independent stratified
+    bootstrap over both algorithms' seeds.
+
+  The bootstrap draws from numpy's global generator (as rliable does), seeded and restored
+  around each call, so a report is reproducible. Without rliable (``pip install "flrp[sweep]"``)
+  the report is written without these.
 
 Runs are found from the directory layout ``<algo>/<dataset-stem>/seed<k>[/<override-tag>]`` (with
 ``run.json`` as a fallback for runs placed elsewhere); ``sweep.json``, if present, supplies the
@@ -20,6 +40,7 @@ atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -28,12 +49,13 @@ import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from flrp.data.tasks import get_task
 from flrp.errors import FlrpError
-from flrp.evaluation.metrics import is_safe
+from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 from flrp.io import atomic_path, write_text
 
 __all__ = [
@@ -44,8 +66,22 @@ __all__ = [
     "results_markdown",
     "write_results_csv",
     "plot_cost_reward",
+    "Interval",
+    "TaskInterval",
+    "AggregateScore",
+    "Improvement",
+    "Statistics",
+    "interval_statistics",
+    "probability_of_improvement",
+    "write_stats_csv",
+    "plot_statistics",
     "write_report",
 ]
+
+# Bootstrap settings of the statistics: replications, interval coverage, seed of the resampling.
+BOOTSTRAP_REPS = 2000
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
 
 _SEED_DIR = re.compile(r"seed(\d+)")
 
@@ -66,6 +102,8 @@ class RunRecord:
         norm_reward, norm_cost: means over the run's evaluation episodes.
         return_mean, cost_mean: raw episode return and cost, means over episodes.
         safe: the run's own verdict (its mean normalized cost <= 1).
+        ep_norm_reward, ep_norm_cost: per-episode normalized scores (for the intervals; not in
+            ``results.csv``); empty if the task's constants are unknown.
     """
 
     algo: str
@@ -82,6 +120,8 @@ class RunRecord:
     return_mean: float = math.nan
     cost_mean: float = math.nan
     safe: bool | None = None
+    ep_norm_reward: tuple[float, ...] = ()
+    ep_norm_cost: tuple[float, ...] = ()
 
     @property
     def label(self) -> str:
@@ -128,6 +168,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _episode_scores(ev: dict[str, Any], cost_limit: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-episode normalized reward and cost of an ``eval.json`` (empty if they cannot be had)."""
+    try:
+        task = get_task(str(ev["task"]))
+        rets = np.array([float(e["ret"]) for e in ev["episodes"]])
+        costs = np.array([float(e["cost"]) for e in ev["episodes"]])
+        if not len(rets) or not math.isfinite(cost_limit):
+            return (), ()
+        return tuple(map(float, normalized_reward(rets, task))), tuple(map(float, normalized_cost(costs, cost_limit)))
+    except (FlrpError, KeyError, TypeError, ValueError):
+        return (), ()
 
 
 def _identify(rel: Path, run_json: dict[str, Any] | None) -> tuple[str, str, int, str] | None:
@@ -183,6 +236,7 @@ def collect_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
             rec.return_mean = float(ev.get("return_mean", math.nan))
             rec.cost_mean = float(ev.get("cost_mean", math.nan))
             rec.safe = bool(ev.get("safe", is_safe(rec.norm_cost)))
+            rec.ep_norm_reward, rec.ep_norm_cost = _episode_scores(ev, rec.cost_limit)
         elif (run_dir / "checkpoint.pt").exists():
             rec.status = "partial"
         elif run_json is not None:
@@ -258,9 +312,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "/")
 
 
-def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord], root: str = "") -> str:
+def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord], root: str = "", stats: Statistics | None = None, note: str = "") -> str:
     """The summary as markdown: the tidy Table 1 (one row per task × algorithm), the same numbers
-    in the paper's wide layout, and the runs that have no result yet."""
+    in the paper's wide layout, the statistics (``stats``, else ``note``), and the runs that have
+    no result yet."""
     evaluated = [r for r in records if r.evaluated]
     limits = sorted({r.cost_limit for r in evaluated})
     limit_txt = ", ".join(f"{x:g}" for x in limits) if limits else "—"
@@ -300,6 +355,11 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
             row += [f"**{r}**" if cell.best else r, f"{cell.cost_mean:.2f}" + ("" if cell.safe else " ✗")]
         lines.append("| " + " | ".join(row) + " |")
 
+    if stats is not None:
+        lines += _stats_markdown(stats)
+    elif note:
+        lines += ["", note]
+
     missing = [r for r in records if not r.evaluated]
     if missing:
         lines += ["", f"## Runs without results ({len(missing)})", ""]
@@ -311,7 +371,7 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
     return "\n".join(lines) + "\n"
 
 
-_CSV_FIELDS = [f.name for f in fields(RunRecord)]
+_CSV_FIELDS = [f.name for f in fields(RunRecord) if not f.name.startswith("ep_")]
 
 
 def write_results_csv(records: Sequence[RunRecord], path: str | os.PathLike[str]) -> Path:
@@ -321,7 +381,252 @@ def write_results_csv(records: Sequence[RunRecord], path: str | os.PathLike[str]
     w.writeheader()
     for r in records:
         if r.evaluated:
-            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in asdict(r).items()})
+            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in asdict(r).items() if k in _CSV_FIELDS})
+    write_text(path, buf.getvalue())
+    return Path(path)
+
+
+# ---------------------------------------------------------------- statistics
+@dataclass
+class Interval:
+    """A point estimate with its 95 % bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def text(self) -> str:
+        return f"{self.estimate:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+@dataclass
+class TaskInterval:
+    """Mean normalized reward and cost of one (task, algorithm) with their intervals.
+
+    ``episodes`` is the episode count of each seed (0 if the seeds' means were resampled)."""
+
+    task: str
+    label: str
+    seeds: int
+    episodes: int
+    reward: Interval
+    cost: Interval
+
+
+@dataclass
+class AggregateScore:
+    """One algorithm over the aggregate's tasks: mean and IQM of its per-seed scores."""
+
+    label: str
+    tasks: int
+    seeds: int
+    safe_tasks: int
+    reward_mean: Interval
+    reward_iqm: Interval
+    cost_mean: Interval
+    cost_iqm: Interval
+
+
+@dataclass
+class Improvement:
+    """P(reward of X > reward of Y) and P(cost of X < cost of Y) over the aggregate's tasks."""
+
+    x: str
+    y: str
+    reward: Interval
+    cost: Interval
+
+
+@dataclass
+class Statistics:
+    """Everything :func:`interval_statistics` computes (see the module docstring)."""
+
+    per_task: list[TaskInterval]
+    tasks: list[str]  # the aggregate's tasks
+    aggregates: list[AggregateScore]
+    improvements: list[Improvement]
+    left_out: dict[str, int]  # algorithm -> tasks it has results on, if fewer than all
+    reps: int
+
+
+@contextlib.contextmanager
+def _numpy_seed(seed: int) -> Iterator[None]:
+    """rliable resamples with numpy's global generator: seed it for one call, then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _bootstrap(scores: np.ndarray | tuple[np.ndarray, ...], func: Callable[..., np.ndarray], reps: int, task_bootstrap: bool = False) -> list[Interval]:
+    """rliable's stratified bootstrap (``get_interval_estimates``, percentile intervals) of
+    ``func``: one :class:`Interval` per output of ``func``. ``scores``: (runs, strata, ...) or a
+    tuple of such arrays, each resampled independently."""
+    from rliable import library as rly
+
+    with _numpy_seed(BOOTSTRAP_SEED):
+        point, ci = rly.get_interval_estimates(
+            {"x": scores}, func, task_bootstrap=task_bootstrap, reps=reps, confidence_interval_size=CONFIDENCE
+        )
+    est, bounds = np.atleast_1d(point["x"]), np.asarray(ci["x"]).reshape(2, -1)
+    return [Interval(float(e), float(lo), float(hi)) for e, lo, hi in zip(est, bounds[0], bounds[1])]
+
+
+def _both_means(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1, 2).mean(0)
+
+
+def _task_interval(task: str, label: str, runs: Sequence[RunRecord], reps: int) -> TaskInterval:
+    """Seeds and the episodes within them resampled (two levels) when every seed has the same
+    number of episode scores; else the seeds' means resampled."""
+    counts = {len(r.ep_norm_reward) for r in runs}
+    if len(counts) == 1 and counts != {0}:
+        # (episodes, seeds, metric): seeds are rliable's strata, task_bootstrap resamples them too.
+        x = np.stack([np.stack([r.ep_norm_reward, r.ep_norm_cost], -1) for r in runs], axis=1)
+        reward, cost = _bootstrap(x, _both_means, reps, task_bootstrap=True)
+        episodes = x.shape[0]
+    else:
+        x = np.array([[[r.norm_reward, r.norm_cost]] for r in runs])  # (seeds, 1, metric)
+        reward, cost = _bootstrap(x, _both_means, reps)
+        episodes = 0
+    return TaskInterval(task, label, len(runs), episodes, reward, cost)
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> np.ndarray:
+    """rliable's ``metrics.probability_of_improvement`` for each trailing column: the
+    Mann-Whitney U / (n_x n_y) = P(X > Y) + P(X = Y) / 2 of the runs of each task, averaged over
+    tasks. ``scores_*``: (runs, tasks, k) -> (k,). Written with array comparisons because
+    rliable's version calls ``scipy.stats.mannwhitneyu`` per task and bootstrap replication
+    (~2 ms each); the equality with it is tested."""
+    diff = scores_x[:, None] - scores_y[None, :]  # (n_x, n_y, tasks, k)
+    return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(0, 1)).mean(axis=0)
+
+
+def _aggregates(x: np.ndarray) -> np.ndarray:
+    """(seeds, tasks, [reward, cost]) -> mean reward, IQM reward, mean cost, IQM cost: rliable's
+    ``aggregate_mean`` (mean of the task means) and ``aggregate_iqm`` (``scipy.stats.trim_mean``
+    of all scores, 25 % cut at each end), both metrics in one call (tested equal to rliable's)."""
+    from scipy.stats import trim_mean
+
+    mean = x.mean(axis=0).mean(axis=0)
+    iqm = trim_mean(x.reshape(-1, 2), 0.25, axis=0)
+    return np.array([mean[0], iqm[0], mean[1], iqm[1]])
+
+
+def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    signed = np.array([1.0, -1.0])  # reward: higher is better; cost: lower is better
+    return probability_of_improvement(x * signed, y * signed)
+
+
+def interval_statistics(records: Sequence[RunRecord], groups: Sequence[GroupSummary] | None = None, reps: int = BOOTSTRAP_REPS) -> Statistics:
+    """Per-task intervals, aggregates over tasks and probabilities of improvement (module docstring).
+
+    Raises:
+        ImportError: rliable is not installed.
+    """
+    import rliable  # noqa: F401  (fail before any work)
+
+    groups = summarize(records) if groups is None else groups
+    labels = _task_labels(records)
+    runs: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in sorted((r for r in records if r.evaluated), key=lambda r: r.seed):
+        runs.setdefault((labels[(r.task or r.dataset, r.dataset)], r.label), []).append(r)
+    shown = [g for g in groups if g.seeds > 0]
+    per_task = [_task_interval(g.task, g.label, runs[(g.task, g.label)], reps) for g in shown]
+
+    tasks = list(dict.fromkeys(g.task for g in shown))
+    algos = list(dict.fromkeys(g.label for g in shown))
+    covered = {a: [t for t in tasks if (t, a) in runs] for a in algos}
+    included = [a for a in algos if len(covered[a]) == len(tasks)]
+    left_out = {a: len(covered[a]) for a in algos if a not in included}
+    matrices: dict[str, np.ndarray] = {}
+    for a in included:
+        n = min(len(runs[(t, a)]) for t in tasks)  # the seeds it has on every task (first n by seed)
+        matrices[a] = np.array([[[r.norm_reward, r.norm_cost] for r in runs[(t, a)][:n]] for t in tasks]).transpose(1, 0, 2)
+    safe = {(g.task, g.label): bool(g.safe) for g in shown}
+    aggregates = []
+    for a in included:
+        mean_r, iqm_r, mean_c, iqm_c = _bootstrap(matrices[a], _aggregates, reps)
+        aggregates.append(AggregateScore(a, len(tasks), matrices[a].shape[0], sum(safe[(t, a)] for t in tasks), mean_r, iqm_r, mean_c, iqm_c))
+    improvements = []
+    for i, x in enumerate(included):
+        for y in included[i + 1 :]:
+            reward, cost = _bootstrap((matrices[x], matrices[y]), _improvement, reps)
+            improvements.append(Improvement(x, y, reward, cost))
+    return Statistics(per_task, tasks, aggregates, improvements, left_out, reps)
+
+
+def _stats_markdown(stats: Statistics) -> list[str]:
+    pct = f"{100 * CONFIDENCE:g} %"
+    lines = [
+        "",
+        f"## {pct} bootstrap confidence intervals",
+        "",
+        f"Mean [{pct} interval] per task and algorithm. The interval resamples the seeds, then the episodes within each "
+        f"resampled seed (rliable's stratified bootstrap, {stats.reps} replications, percentile); "
+        "'episodes' 0: only the seeds' means were resampled.",
+        "",
+        "| task | algorithm | seeds | episodes per seed | normalized reward ↑ | normalized cost ↓ |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {_cell(t.task)} | {_cell(t.label)} | {t.seeds} | {t.episodes} | {t.reward.text()} | {t.cost.text()} |" for t in stats.per_task]
+    if stats.aggregates:
+        lines += [
+            "",
+            "## Aggregate over tasks",
+            "",
+            f"Over the {len(stats.tasks)} task(s) {', '.join(stats.tasks)}: mean and interquartile mean (IQM) of the per-seed "
+            f"normalized scores [{pct} interval, rliable's stratified bootstrap over seeds within each task]. "
+            "'safe tasks': tasks whose mean normalized cost is ≤ 1.",
+            "",
+            "| algorithm | seeds | safe tasks | mean reward ↑ | IQM reward ↑ | mean cost ↓ | IQM cost ↓ |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {_cell(a.label)} | {a.seeds} | {a.safe_tasks}/{a.tasks} | {a.reward_mean.text()} | {a.reward_iqm.text()} | "
+            f"{a.cost_mean.text()} | {a.cost_iqm.text()} |"
+            for a in stats.aggregates
+        ]
+    if stats.left_out:
+        lines += ["", "Not in the aggregate (results on fewer tasks): " + ", ".join(f"{_cell(a)} ({k} of {len(stats.tasks)})" for a, k in stats.left_out.items()) + "."]
+    if stats.improvements:
+        lines += [
+            "",
+            "## Probability of improvement",
+            "",
+            "P(X > Y): the probability that a seed of X scores a higher normalized reward than a seed of Y on a task, "
+            "averaged over the aggregate's tasks (rliable's definition; 0.5 = no difference); for cost, the probability "
+            f"of a lower normalized cost. [{pct} interval, stratified bootstrap over both algorithms' seeds.]",
+            "",
+            "| X | Y | P(reward X > Y) | P(cost X < Y) |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {_cell(p.x)} | {_cell(p.y)} | {p.reward.text()} | {p.cost.text()} |" for p in stats.improvements]
+    return lines
+
+
+def write_stats_csv(stats: Statistics, path: str | os.PathLike[str]) -> Path:
+    """The statistics as one tidy table: a row per estimate (``scope`` task, aggregate or
+    improvement; ``metric``; estimate and interval bounds)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["scope", "task", "algorithm", "versus", "metric", "estimate", "ci_low", "ci_high", "seeds", "episodes_per_seed"])
+
+    def row(scope: str, task: str, algo: str, versus: str, metric: str, iv: Interval, seeds: int | str, episodes: int | str) -> None:
+        w.writerow([scope, task, algo, versus, metric, repr(iv.estimate), repr(iv.low), repr(iv.high), seeds, episodes])
+
+    for t in stats.per_task:
+        row("task", t.task, t.label, "", "norm_reward_mean", t.reward, t.seeds, t.episodes)
+        row("task", t.task, t.label, "", "norm_cost_mean", t.cost, t.seeds, t.episodes)
+    tasks = "+".join(stats.tasks)
+    for a in stats.aggregates:
+        for metric in ("reward_mean", "reward_iqm", "cost_mean", "cost_iqm"):
+            row("aggregate", tasks, a.label, "", f"norm_{metric}", getattr(a, metric), a.seeds, "")
+    for p in stats.improvements:
+        row("improvement", tasks, p.x, p.y, "P(norm_reward X > Y)", p.reward, "", "")
+        row("improvement", tasks, p.x, p.y, "P(norm_cost X < Y)", p.cost, "", "")
     write_text(path, buf.getvalue())
     return Path(path)
 
@@ -389,12 +694,83 @@ def plot_cost_reward(groups: Sequence[GroupSummary], path: str | os.PathLike[str
     return target
 
 
+def _interval_panel(ax: Any, names: Sequence[str], intervals: Sequence[Interval], xlabel: str, colors: Sequence[Any], ref: float | None = None) -> None:
+    """Horizontal bars from low to high with the estimate marked, one row per name (top first)."""
+    y = np.arange(len(names))[::-1]
+    for yi, iv, color in zip(y, intervals, colors):
+        ax.plot([iv.low, iv.high], [yi, yi], color=color, linewidth=6, alpha=0.45, solid_capstyle="butt")
+        ax.plot([iv.estimate], [yi], marker="|", color="black", markersize=12)
+    if ref is not None:
+        ax.axvline(ref, color="black", linestyle="--", linewidth=1.0)
+    if ref == 0.5:  # a probability
+        ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set_yticks(y, list(names))
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_statistics(stats: Statistics, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """The aggregates (mean and IQM of normalized reward and cost, dashed line at the cost limit 1)
+    and the probabilities of improvement (dashed line at 0.5) as interval plots; without
+    aggregates, the per-task intervals. Written atomically as PNG.
+
+    Raises:
+        FlrpError: there is nothing to plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not stats.per_task:
+        raise FlrpError("no evaluated runs to plot")
+    algos = list(dict.fromkeys(t.label for t in stats.per_task))
+    cmap = plt.get_cmap("tab10" if len(algos) <= 10 else "tab20")
+    color = {a: cmap(i % cmap.N) for i, a in enumerate(algos)}
+    panels: list[tuple[list[str], list[Interval], str, list[Any], float | None]] = []
+    if stats.aggregates:
+        names = [a.label for a in stats.aggregates]
+        cols = [color[n] for n in names]
+        for metric, xlabel, ref in (("reward_mean", "mean normalized reward", None), ("reward_iqm", "IQM normalized reward", None),
+                                    ("cost_mean", "mean normalized cost", 1.0), ("cost_iqm", "IQM normalized cost", 1.0)):
+            panels.append((names, [getattr(a, metric) for a in stats.aggregates], xlabel, cols, ref))
+    else:
+        names = [f"{t.task}: {t.label}" for t in stats.per_task]
+        cols = [color[t.label] for t in stats.per_task]
+        panels.append((names, [t.reward for t in stats.per_task], "normalized reward", cols, None))
+        panels.append((names, [t.cost for t in stats.per_task], "normalized cost", cols, 1.0))
+    if stats.improvements:
+        pairs = [f"{p.x} vs {p.y}" for p in stats.improvements]
+        grey = ["tab:gray"] * len(pairs)
+        panels.append((pairs, [p.reward for p in stats.improvements], "P(reward X > Y)", grey, 0.5))
+        panels.append((pairs, [p.cost for p in stats.improvements], "P(cost X < Y)", grey, 0.5))
+    ncols = 2 if len(panels) <= 2 else 4 if not stats.improvements else 2
+    nrows = math.ceil(len(panels) / ncols)
+    rows = max(len(p[0]) for p in panels)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, (0.35 * rows + 1.3) * nrows + 0.4), dpi=120, squeeze=False, layout="constrained")
+    try:
+        for ax, panel in zip(axes.flat, panels):
+            _interval_panel(ax, *panel)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        pct = f"{100 * CONFIDENCE:g} %"
+        fig.suptitle(title or f"{pct} bootstrap intervals ({stats.reps} replications)")
+        target = Path(path)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return target
+
+
 # ---------------------------------------------------------------- all together
-def write_report(root: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv`` and (if any run is evaluated) ``results.png`` in ``root``.
+def write_report(root: str | os.PathLike[str], reps: int = BOOTSTRAP_REPS) -> dict[str, Path]:
+    """Write ``results.md``, ``results.csv`` and, if any run is evaluated, ``results.png``,
+    ``results_stats.csv`` and ``results_stats.png`` in ``root`` (the last two need rliable).
 
     Returns:
-        ``{"md": ..., "csv": ..., "png": ...}`` for the files written.
+        ``{"md": ..., "csv": ..., "png": ..., "stats_csv": ..., "stats_png": ...}`` for the files written.
 
     Raises:
         FlrpError: ``root`` is not a sweep directory.
@@ -402,11 +778,21 @@ def write_report(root: str | os.PathLike[str]) -> dict[str, Path]:
     base = Path(root).expanduser().resolve()
     records = collect_runs(base)
     groups = summarize(records)
+    evaluated = any(g.seeds for g in groups)
+    stats, note = None, ""
+    if evaluated:
+        try:
+            stats = interval_statistics(records, groups, reps)
+        except ImportError:
+            note = 'Confidence intervals, aggregates and probabilities of improvement need rliable: pip install "flrp[sweep]".'
     paths: dict[str, Path] = {}
     paths["md"] = base / "results.md"
-    write_text(paths["md"], results_markdown(groups, records, root=str(base)))
+    write_text(paths["md"], results_markdown(groups, records, root=str(base), stats=stats, note=note))
     paths["csv"] = write_results_csv(records, base / "results.csv")
-    if any(g.seeds for g in groups):
+    if evaluated:
         n = sum(r.evaluated for r in records)
         paths["png"] = plot_cost_reward(groups, base / "results.png", title=f"{base.name}: {n} runs, mean ± std over seeds")
+    if stats is not None:
+        paths["stats_csv"] = write_stats_csv(stats, base / "results_stats.csv")
+        paths["stats_png"] = plot_statistics(stats, base / "results_stats.png", title=f"{base.name}: {100 * CONFIDENCE:g} % bootstrap intervals")
     return paths
