@@ -40,8 +40,9 @@ task is known (:func:`flrp.algos.sources.dataset_task`) uses them for every fiel
 * augmentation ``deg``, ``max_reward``, ``max_rew_decrease`` (``min_reward`` is 1 everywhere).
 
 Unknown tasks (in-memory data, the toy task) take data-derived values (see each field).
-OSRL's ``CDTMediumDenseConfig`` sets none of these and inherits the CarCircle base values (an
-OSRL bug, references.md §6); flrp reproduces what OSRL runs. Explicit config values override.
+OSRL's ``CDTMediumDenseConfig`` (``cdt_configs.py:656``) sets none of these and inherits the
+CarCircle base values, an OSRL bug; flrp reproduces what OSRL runs. Explicit config values
+override.
 
 Differences from OSRL (each deliberate):
 
