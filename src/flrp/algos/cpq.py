@@ -53,6 +53,11 @@ propagated back to the start states, and then swings between "full throttle" and
 Measured at hidden 64: cost 81 at 2.5k steps, 0 at 5k, 60 (seed 1) or 0 (seed 0) at 7.5k, 58
 (seed 0) at 15k. Its cost critic, in contrast, is strongly pessimistic: OOD values reach several
 times 1 / (1 - gamma). That holds reliably, and tests/test_baselines_bcq_cpq.py tests it.
+With OSRL's defaults (issue 14: OSRL penalty, raw observations, timeouts terminal; hidden 64,
+batch 256, seeds 0 and 1, 10 episodes) CPQ drives at full throttle on the toy task, cost 81.6 at
+1k and 3k steps, where BCQ-Lag costs 52-55; the paper's penalty stands still (cost 0) at 3k
+steps with seed 0 and is at 81.6 with seed 1. So CPQ as OSRL runs it is not the more
+conservative of the two on the toy task.
 Line-by-line against OSRL (gates on q_thres, qc_thres = 1.5 q_thres for the OOD level, min over
 members, no entropy term, the alpha rule and clamp, the scales and learning rates), the only
 differences are the deliberate ones listed above.
