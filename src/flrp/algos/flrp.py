@@ -154,14 +154,17 @@ class FLRPConfig(AlgoConfig):
 # (README "FLRP presets" for the measurements behind each value).
 FLRP_PRESETS: dict[str, dict[str, object]] = {
     "paper": {},
+    # Measured (README "FLRP presets"; benchmarks/flrp_levers.py, 15k steps, hidden 128, seed 0):
+    # on CarCircle the paper's objective left the zone and stayed out (normalized cost 2.47, 82
+    # steps per excursion) and recovery + FISOR weights + 16 candidates was safe (cost 0.00);
+    # on BallCircle FISOR's faster critic targets (tau 0.005, online V_h) made the policy timid
+    # (0.03-0.06 vs 0.37-0.43) and, with a 10k-step critic phase, unsafe: tau stays the paper's.
     "fast": {
-        "tau": 0.005,  # FISOR's critic tau (FISOR configs: tau=0.005; its 0.001 is the actor EMA)
-        "hj_next_value": "online",  # FISOR update_qc
-        "critic_warmup_steps": 10_000,
+        "recovery": "cost",
         "infeasible_weighting": "fisor",
         "select_samples": 16,  # FISOR's N = 16 candidates
-        "steps": 25_000,
-        "hidden": 256,
+        "hidden": 128,
+        "steps": 20_000,
     },
 }
 
