@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from flrp.algos import FLRP, FLRPConfig, Algorithm
-from flrp.algos.base import FORMAT_VERSION, _checksum, get_algorithm
+from flrp.algos.model_file import FORMAT_VERSION, checksum as _checksum
+from flrp.algos.registry import get_algorithm
 from flrp.cli import main
 from flrp.errors import FlrpError
 

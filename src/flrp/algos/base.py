@@ -5,9 +5,9 @@ trains, ``X.predict(obs)`` acts on a batch, ``X.save(path)`` / ``Algorithm.load(
 one self-contained file (config, data spec incl. observation normalisation, weights), and a
 checkpoint (optimisers, RNG states, step) resumes a run bit-exactly on CPU.
 
-Model and checkpoint files hold tensors and plain values only and are read with
-``torch.load(weights_only=True)``, so opening a crafted file runs no code. Each carries a format
-version and a sha256 of its contents; loading checks both. Saving is byte-reproducible.
+This module keeps the lifecycle (config, build, fit, act, save/load); the file format is
+:mod:`flrp.algos.model_file`, the registry :mod:`flrp.algos.registry`, the minibatch sampler
+:mod:`flrp.algos.sampler`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-import hashlib
-import io
-import pickle
-import sys
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
@@ -28,24 +23,37 @@ import numpy as np
 import torch
 from torch import nn
 
-import flrp
+from flrp.algos import model_file
+from flrp.algos.model_file import CHECKPOINT_NAME, FORMAT_VERSION, MODEL_NAME
+from flrp.algos.registry import ALGORITHMS, get_algorithm, register
+from flrp.algos.sampler import SAMPLE_BLOCK, BlockSampler
+from flrp.algos.validation import POSITIVE, Range, check_config, check_number
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
-from flrp.algos.validation import POSITIVE, Range, check_config, check_number
+from flrp.devices import resolve_device
 from flrp.errors import FlrpError
-from flrp.io import clean_temp_files, fs_error, write_bytes, write_json
+from flrp.io import clean_temp_files, write_json
 from flrp.logging import MetricsLogger
+from flrp.nn.frozen import call_frozen
 from flrp.rundir import run_lock, start_fresh
 from flrp.runtime import tune_allocator
 
-__all__ = ["AlgoConfig", "Algorithm", "register", "get_algorithm", "ALGORITHMS", "resolve_device", "call_frozen"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-SAMPLE_BLOCK = 256  # minibatch index draws per host-to-device copy (see Algorithm.sample_batch)
-MODEL_NAME = "model.pt"
-# Version of the model/checkpoint file layout; a file with a larger one is refused. Files without
-# one (flrp 0.1 before format versions) load without a checksum check.
-FORMAT_VERSION = 1
+# The registry, the sampler, the file format and the torch helpers live in modules named for
+# them; these names stay importable from here.
+__all__ = [
+    "ALGORITHMS",
+    "CHECKPOINT_NAME",
+    "FORMAT_VERSION",
+    "MODEL_NAME",
+    "SAMPLE_BLOCK",
+    "AlgoConfig",
+    "Algorithm",
+    "call_frozen",
+    "check_fit_args",
+    "get_algorithm",
+    "register",
+    "resolve_device",
+]
 
 
 @dataclass
@@ -93,66 +101,6 @@ class AlgoConfig:
         return cls(**d)
 
 
-ALGORITHMS: dict[str, type["Algorithm"]] = {}
-
-
-def register(cls: type["Algorithm"]) -> type["Algorithm"]:
-    ALGORITHMS[cls.name] = cls
-    return cls
-
-
-def get_algorithm(name: str) -> type["Algorithm"]:
-    import flrp.algos  # noqa: F401  (registers every algorithm)
-
-    key = name.lower().replace("_", "-")
-    if key not in ALGORITHMS:
-        raise FlrpError(f"unknown algorithm '{name}' (choose from {', '.join(sorted(ALGORITHMS))})")
-    return ALGORITHMS[key]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda if present, else cpu; a device that is unknown or absent here is one line."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise FlrpError(f"--device {device}: unknown device (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise FlrpError(f"--device {device}: no CUDA GPU is available here (use --device cpu or auto)")
-        if dev.index is not None and dev.index >= n:
-            raise FlrpError(f"--device {device}: this machine has {n} CUDA device(s) (cuda:0 .. cuda:{n - 1})")
-    elif dev.type != "cpu":
-        raise FlrpError(f"--device {device}: unsupported device type '{dev.type}' (use auto, cpu, cuda or cuda:N)")
-    return dev
-
-
-def call_frozen(module: nn.Module, *args: Any, method: str = "forward") -> Any:
-    """Call ``module`` with its parameters detached: gradients reach the inputs, never the weights.
-
-    Used where one loss must pass *through* a network it must not train (the refiner through the
-    frozen prior flow, decoder and critics, Sec. 3.2 "Freezing the decoder").
-    """
-    params = {n: p.detach() for n, p in module.named_parameters()}
-    buffers = dict(module.named_buffers())
-    if method == "forward":
-        return torch.func.functional_call(module, {**params, **buffers}, args)
-    # functional_call only dispatches forward; route other methods through a tiny shim.
-    return torch.func.functional_call(_MethodShim(module, method), {f"m.{k}": v for k, v in {**params, **buffers}.items()}, args)
-
-
-class _MethodShim(nn.Module):
-    def __init__(self, module: nn.Module, method: str) -> None:
-        super().__init__()
-        self.m = module
-        self.method = method
-
-    def forward(self, *args: Any) -> Any:
-        return getattr(self.m, self.method)(*args)
-
-
 class Algorithm(abc.ABC):
     """Base class: owns modules, optimisers, RNGs, the training loop and (de)serialisation."""
 
@@ -183,10 +131,7 @@ class Algorithm(abc.ABC):
         self.step = 0
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self._sampler_gen = torch.Generator()
-        self._idx_block: torch.Tensor | None = None  # see sample_batch
-        self._idx_block_state: torch.Tensor | None = None
-        self._idx_pos = self._idx_skip = self._idx_size = 0
+        self._sampler = BlockSampler(self.device)
         self._noise_gen = torch.Generator(device=self.device)
         self._data_fingerprint: str | None = None
 
@@ -200,7 +145,7 @@ class Algorithm(abc.ABC):
         for m in self.modules.values():
             m.to(self.device)
         self._build_optimizers()
-        self._set_sampler_state({"state": self._sampler_gen.manual_seed(self.config.seed + 1).get_state(), "pos": 0})
+        self._sampler.seed(self.config.seed + 1)
         self._noise_gen.manual_seed(self.config.seed + 2)
 
     @abc.abstractmethod
@@ -240,39 +185,20 @@ class Algorithm(abc.ABC):
     def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
 
-    def sample_batch(self, data: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-        """Uniform sampling with replacement (OSRL/FISOR practice).
+    @property
+    def _sampler_gen(self) -> torch.Generator:
+        """The sampler's CPU generator (algorithms with their own index draws use it too)."""
+        return self._sampler.generator
 
-        Indices come from a CPU generator, so the stream is the same on every device and
-        restorable from a checkpoint. They are drawn ``SAMPLE_BLOCK`` steps at a time and moved
-        to the device in one (pinned, asynchronous) copy, so a CUDA training loop has no per-step
-        host-device transfer; on CPU a block draws exactly the numbers of per-step draws."""
-        size = next(iter(data.values())).shape[0]
-        blk = self._idx_block
-        if blk is None or self._idx_pos >= blk.shape[0] or self._idx_size != size or blk.shape[1] != self.config.batch_size:
-            self._idx_block_state = self._sampler_gen.get_state()
-            cpu = torch.randint(size, (SAMPLE_BLOCK, self.config.batch_size), generator=self._sampler_gen)
-            if self.device.type == "cuda":
-                cpu = cpu.pin_memory()
-            self._idx_block, self._idx_size = cpu.to(self.device, non_blocking=True), size
-            self._idx_pos, self._idx_skip = self._idx_skip, 0
-        idx = self._idx_block[self._idx_pos]
-        self._idx_pos += 1
-        return {k: v.index_select(0, idx) for k, v in data.items()}
+    def sample_batch(self, data: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        """Uniform sampling with replacement (see :class:`flrp.algos.sampler.BlockSampler`)."""
+        return self._sampler.sample(data, self.config.batch_size)
 
     def _sampler_state(self) -> dict[str, Any]:
-        """The sampler's position: the generator state at the current block's start + steps used."""
-        if self._idx_block is None:  # none drawn since build/load: a resumed position may be pending
-            return {"state": self._sampler_gen.get_state(), "pos": self._idx_skip}
-        if self._idx_pos >= self._idx_block.shape[0]:
-            return {"state": self._sampler_gen.get_state(), "pos": 0}
-        return {"state": self._idx_block_state, "pos": self._idx_pos}
+        return self._sampler.state()
 
     def _set_sampler_state(self, saved: Any) -> None:
-        if isinstance(saved, torch.Tensor):  # checkpoints of flrp 0.1: the generator state alone
-            saved = {"state": saved, "pos": 0}
-        self._sampler_gen.set_state(saved["state"])
-        self._idx_block, self._idx_pos, self._idx_skip = None, 0, int(saved["pos"])
+        self._sampler.set_state(saved)
 
     # ------------------------------------------------------------------ learning
     @abc.abstractmethod
@@ -363,7 +289,7 @@ class Algorithm(abc.ABC):
         with run_lock(run) if run is not None else contextlib.nullcontext():
             if self.device.type == "cpu":
                 tune_allocator()
-            fingerprint = _fingerprint(dataset)
+            fingerprint = model_file.data_fingerprint(dataset)
             if not self.built:
                 self.build(DataSpec.from_dataset(dataset, self.config.normalize_obs))
             resuming = run is not None and resume and not overwrite and (run / CHECKPOINT_NAME).exists()
@@ -429,9 +355,6 @@ class Algorithm(abc.ABC):
     def _payload(self, with_training_state: bool) -> dict[str, Any]:
         spec = self._require_built()
         payload: dict[str, Any] = {
-            "format": "flrp",
-            "format_version": FORMAT_VERSION,
-            "flrp_version": flrp.__version__,
             "algo": self.name,
             "config": asdict(self.config),
             "spec": spec.to_dict(),
@@ -443,17 +366,10 @@ class Algorithm(abc.ABC):
             payload["optimizers"] = {k: o.state_dict() for k, o in self.optimizers.items()}
             payload["rng"] = {"sampler": self._sampler_state(), "noise": self._noise_gen.get_state()}
             payload["data_fingerprint"] = self._data_fingerprint
-        payload = _plain(payload)
-        payload["checksum"] = _checksum(payload)
-        return payload
+        return model_file.seal(payload)
 
     def _write(self, path: str | Path, with_training_state: bool) -> Path:
-        # Serialised in memory: the zip's record names then do not depend on a temp file's name,
-        # so identical runs give identical bytes; written atomically (one line on a full disk).
-        buf = io.BytesIO()
-        torch.save(self._payload(with_training_state), buf)
-        write_bytes(path, buf.getvalue())
-        return Path(path)
+        return model_file.write_payload(path, self._payload(with_training_state))
 
     def save(self, path: str | Path) -> Path:
         """One self-contained file: config, data spec (normalisation), weights. No optimiser state."""
@@ -476,13 +392,13 @@ class Algorithm(abc.ABC):
         self._load_extra_state(payload.get("extra", {}))
 
     def load_checkpoint(self, path: str | Path) -> None:
-        payload = _read_payload(path)
+        payload = model_file.read_payload(path)
         if payload["algo"] != self.name:
             raise FlrpError(f"{path}: checkpoint is for algorithm '{payload['algo']}', not '{self.name}'")
-        config = _config_from_payload(self.Config, payload, path)
+        config = model_file.config_from_payload(self.Config, payload, path)
         if self.spec is None:
             self.config = config
-            self.build(_spec_from_payload(payload))
+            self.build(model_file.spec_from_payload(payload))
         else:
             mine, theirs = asdict(self.config), asdict(config)
             diff = sorted(k for k in mine if k != "steps" and mine[k] != theirs[k])
@@ -490,7 +406,7 @@ class Algorithm(abc.ABC):
                 raise FlrpError(f"{path}: checkpoint was made with different settings ({', '.join(diff)}); use another --out, or --overwrite to start over")
         self._restore(payload, str(path))
         if "optimizers" in payload:
-            _require(payload, ("rng", "data_fingerprint"), path)
+            model_file.require(payload, ("rng", "data_fingerprint"), path)
             for k, o in self.optimizers.items():
                 if k not in payload["optimizers"]:
                     raise FlrpError(f"{path}: missing key 'optimizers.{k}'")
@@ -502,10 +418,10 @@ class Algorithm(abc.ABC):
     @staticmethod
     def load(path: str | Path, device: str | torch.device = "auto") -> "Algorithm":
         """Load a model (``save``) or checkpoint file; the algorithm is read from the file."""
-        payload = _read_payload(path)
+        payload = model_file.read_payload(path)
         cls = get_algorithm(payload["algo"])
-        algo = cls(_config_from_payload(cls.Config, payload, path), device=device)
-        algo.build(_spec_from_payload(payload))
+        algo = cls(model_file.config_from_payload(cls.Config, payload, path), device=device)
+        algo.build(model_file.spec_from_payload(payload))
         algo._restore(payload, str(path))
         return algo
 
@@ -518,116 +434,3 @@ def check_fit_args(steps: int, log_every: int, checkpoint_every: int) -> None:
     """The training-loop arguments of ``fit`` (and ``flrp train``): positive integers."""
     for flag, value in (("--steps", steps), ("--log-every", log_every), ("--checkpoint-every", checkpoint_every)):
         check_number(flag, value, POSITIVE)
-
-
-def _plain(obj: Any) -> Any:
-    """A copy of ``obj`` that pickles the same way whatever its history, and loads with weights_only.
-
-    numpy arrays/scalars become tensors/Python numbers. Containers are rebuilt and strings
-    interned: pickle shares objects by identity, so a resumed run (whose strings came from
-    unpickling) would otherwise write other bytes than an uninterrupted one."""
-    if isinstance(obj, dict):
-        out = (OrderedDict if isinstance(obj, OrderedDict) else dict)((_plain(k), _plain(v)) for k, v in obj.items())
-        if hasattr(obj, "_metadata"):  # state_dict's per-module versions
-            out._metadata = _plain(obj._metadata)  # type: ignore[attr-defined]
-        return out
-    if type(obj) in (list, tuple):
-        return type(obj)(_plain(v) for v in obj)
-    if isinstance(obj, str):
-        return sys.intern(obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def _digest(obj: Any, h: Any) -> None:
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(obj, dict):
-        h.update(b"{")
-        for k in sorted(obj, key=repr):
-            h.update(repr(k).encode() + b":")
-            _digest(obj[k], h)
-        h.update(b"}")
-    elif isinstance(obj, (list, tuple)):
-        h.update(b"[")
-        for v in obj:
-            _digest(v, h)
-        h.update(b"]")
-    else:
-        h.update(repr(obj).encode() + b",")
-
-
-def _checksum(payload: dict[str, Any]) -> str:
-    """sha256 of everything in the file but the checksum: tensors' bytes, keys and plain values."""
-    h = hashlib.sha256()
-    _digest({k: v for k, v in payload.items() if k != "checksum"}, h)
-    return h.hexdigest()
-
-
-def _require(d: dict[str, Any], keys: Any, path: str | Path, prefix: str = "") -> None:
-    missing = [k for k in keys if k not in d]
-    if missing:
-        raise FlrpError(f"{path}: missing key '{prefix}{missing[0]}' (not a complete flrp model/checkpoint file)")
-
-
-def _read_payload(path: str | Path) -> dict[str, Any]:
-    """The payload of a model/checkpoint file, refused in one line unless it is intact and ours."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise FlrpError(f"{p}: no such model file") from None
-    except OSError as exc:
-        raise fs_error(p, exc, "cannot read") from None
-    try:
-        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "global" in str(exc).lower():  # weights_only met a class or function: the file would run code
-            raise FlrpError(f"{p}: refused: the file holds Python objects other than tensors and plain values (opening it could run code); not loaded") from None
-        raise FlrpError(f"{p}: not a readable flrp model/checkpoint (corrupt or truncated)") from None
-    except Exception:  # noqa: BLE001 - any unreadable file is one user-facing error
-        raise FlrpError(f"{p}: not a readable flrp model/checkpoint (corrupt or truncated)") from None
-    if not isinstance(payload, dict) or payload.get("format") != "flrp":
-        raise FlrpError(f"{p}: not an flrp model/checkpoint file")
-    version = payload.get("format_version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise FlrpError(f"{p}: corrupt (format_version {version!r} is not an integer)")
-    if version > FORMAT_VERSION:
-        raise FlrpError(f"{p}: made by a newer flrp (file format {version}, flrp {payload.get('flrp_version')}); this flrp {flrp.__version__} reads format <= {FORMAT_VERSION}: upgrade flrp")
-    _require(payload, ("algo", "config", "spec", "modules", "step") + (("checksum",) if version >= 1 else ()), p)
-    for key in ("config", "spec", "modules"):
-        if not isinstance(payload[key], dict):
-            raise FlrpError(f"{p}: corrupt ('{key}' is not a mapping)")
-    try:
-        config_cls = get_algorithm(str(payload["algo"])).Config
-    except FlrpError as exc:
-        raise FlrpError(f"{p}: {exc}") from None
-    # Every field present: a silent default would change the model.
-    _require(payload["config"], [f.name for f in fields(config_cls)], p, "config.")
-    _require(payload["spec"], [f.name for f in fields(DataSpec)], p, "spec.")
-    if version >= 1 and payload["checksum"] != _checksum(payload):
-        raise FlrpError(f"{p}: corrupt (checksum mismatch: the file changed after it was saved)")
-    return payload
-
-
-def _config_from_payload(config_cls: type[AlgoConfig], payload: dict[str, Any], path: str | Path) -> AlgoConfig:
-    try:
-        return config_cls.from_dict(payload["config"])
-    except FlrpError as exc:
-        raise FlrpError(f"{path}: {exc}") from None
-
-
-def _spec_from_payload(payload: dict[str, Any]) -> DataSpec:
-    return DataSpec(**{f.name: payload["spec"][f.name] for f in fields(DataSpec)})
-
-
-def _fingerprint(ds: OfflineDataset) -> str:
-    h = hashlib.sha1()
-    for arr in (ds.observations, ds.actions, ds.rewards, ds.costs):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]

@@ -70,17 +70,16 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from flrp.algos.base import call_frozen, register
 from flrp.algos.lagrangian import qc_threshold
-from flrp.algos.bcq_lag import VAEQAlgorithm, VAEQConfig
-from flrp.data.dataset import OfflineDataset
+from flrp.algos.registry import register
+from flrp.algos.vae_q import VAEQAlgorithm, VAEQConfig
 from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble
 from flrp.nn.functional import soft_update
+from flrp.nn.frozen import call_frozen
 from flrp.nn.mlp import MLP
 
 __all__ = ["CPQConfig", "CPQ", "SquashedGaussianActor"]
@@ -89,7 +88,7 @@ __all__ = ["CPQConfig", "CPQ", "SquashedGaussianActor"]
 @dataclass
 class CPQConfig(VAEQConfig):
     """CPQ hyperparameters; every default is OSRL's ``cpq_configs.py:CPQTrainConfig`` (the shared
-    VAE/critic settings are in :class:`~flrp.algos.bcq_lag.VAEQConfig`)."""
+    VAE/critic settings are in :class:`~flrp.algos.vae_q.VAEQConfig`)."""
 
     # OSRL actor_lr 1e-4 (Table 4 lists 1e-3 for CPQ, which is OSRL's critic lr).
     actor_lr: float = 1e-4
@@ -186,12 +185,6 @@ class CPQ(VAEQAlgorithm):
     def qc_threshold(self) -> float:
         """Level the OOD cost values are pushed to (OSRL ``CPQ.qc_thres = qc_scalar * q_thres``)."""
         return self.config.qc_scalar * self.q_threshold
-
-    @staticmethod
-    def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
     # ------------------------------------------------------------------ OOD term
     def _ood_cost(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

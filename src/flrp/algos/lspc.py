@@ -46,7 +46,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
+from flrp.algos.base import AlgoConfig, Algorithm
+from flrp.algos.registry import register
+from flrp.nn.frozen import call_frozen
 from flrp.algos.sources import bootstrap_stops, dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
