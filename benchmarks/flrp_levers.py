@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "tau+g0.95": {"tau": 0.005, "hj_next_value": "online", "feasibility_gamma": 0.95},
     "tau+g0.95+fisor+rec": {"tau": 0.005, "hj_next_value": "online", "feasibility_gamma": 0.95, "infeasible_weighting": "fisor", "recovery": "cost"},
     "tau+fisor+rec": {"tau": 0.005, "hj_next_value": "online", "infeasible_weighting": "fisor", "recovery": "cost"},
+    "rec+fisor": {"recovery": "cost", "infeasible_weighting": "fisor"},
     "fast": FAST,
 }
 

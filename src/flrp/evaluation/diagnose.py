@@ -320,7 +320,9 @@ def plot_diagnosis(traces: list[EpisodeTrace], diag: Diagnosis, path: str | Path
     if len(exc):
         ax[2].hist(exc, bins=min(30, max(5, len(set(exc.tolist())))))
     ax[2].set(xlabel="steps per excursion (consecutive costly steps)", ylabel="count", title=f"time outside: {len(exc)} excursions")
-    fig.suptitle(f"{title}\n{diag.verdict}", fontsize=9)
+    import textwrap
+
+    fig.suptitle(title + "\n" + "\n".join(textwrap.wrap(diag.verdict, 190)), fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
