@@ -1,0 +1,246 @@
+"""One run: train an algorithm on a dataset into a run directory, then evaluate it on its task.
+
+:func:`train_and_evaluate` is what ``flrp train`` does and what every ``flrp sweep`` task does:
+the CLI parses flags into a :class:`TrainJob` (:mod:`flrp.training.flags`), the sweep builds one
+per run, and both call this function. Every value is checked before any work, then the data,
+then the run directory (:mod:`flrp.rundir`): nothing is written before all pass.
+:func:`evaluate_run` is ``flrp eval`` and the evaluation at the end of a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from flrp.algos.validation import NON_NEGATIVE, POSITIVE, Range, check_number
+from flrp.errors import FlrpError
+
+if TYPE_CHECKING:
+    from flrp.algos.base import AlgoConfig, Algorithm
+    from flrp.data.dataset import OfflineDataset
+    from flrp.data.tasks import TaskSpec
+    from flrp.evaluation.rollout import EvalResult
+
+__all__ = ["EvalOptions", "RunResult", "TrainJob", "default_run_dir", "evaluate_run", "resolve_model", "train_and_evaluate"]
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How a run is evaluated (DSRL protocol; ``flrp train|eval`` evaluation flags).
+
+    Attributes:
+        episodes: evaluation episodes, each with its own seed (0 skips a training run's evaluation).
+        seed: seed of the first episode (disjoint from training seeds).
+        workers: evaluation processes (``None``: one per core for long evaluations, else 1).
+        deterministic: deterministic or stochastic actions (``None``: the algorithm's convention).
+        cost_limit: kappa of Eq. 40 (``None``: the model's ``config.cost_limit``).
+    """
+
+    episodes: int = 20
+    seed: int = 10_000
+    workers: int | None = None
+    deterministic: bool | None = None
+    cost_limit: float | None = None
+
+    def check(self, train: bool) -> None:
+        """One line for the first bad value; a training run may skip evaluation (0 episodes)."""
+        check_number("--episodes", self.episodes, NON_NEGATIVE if train else POSITIVE, where="" if train else "an evaluation needs episodes")
+        if self.workers is not None:
+            check_number("--workers", self.workers, POSITIVE)
+        check_number("--eval-seed", self.seed, Range(0, 2**32 - 1))
+        if self.cost_limit is not None:
+            check_number("--cost-limit", self.cost_limit, NON_NEGATIVE, integer=False)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything one training run needs; ``flrp train``'s flags, typed.
+
+    Attributes:
+        algo: registry name of the algorithm.
+        dataset: a DSRL-format HDF5 path, or ``toy``.
+        config: the algorithm's config (built and checked).
+        task: task name for evaluation and normalisation (``None``: inferred from the dataset).
+        out: run directory (``None``: ``runs/<algo>-<task>-seed<seed>``).
+        preset: the preset the config started from (recorded, and spelled in the command line).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch threads to set before training (``None``: leave the process's setting).
+        log_every, checkpoint_every: metrics and checkpoint intervals in steps.
+        resume: continue from the run directory's checkpoint if present.
+        overwrite: start over in a directory that holds a finished model.
+        tensorboard: also log to ``<out>/tb``.
+        progress: show training progress (bars on a terminal, periodic lines otherwise).
+        evaluation: how to evaluate after training.
+    """
+
+    algo: str
+    dataset: str
+    config: AlgoConfig
+    task: str | None = None
+    out: str | None = None
+    preset: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+    log_every: int = 500
+    checkpoint_every: int = 5000
+    resume: bool = True
+    overwrite: bool = False
+    tensorboard: bool = False
+    progress: bool = True
+    evaluation: EvalOptions = field(default_factory=EvalOptions)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_and_evaluate` produced.
+
+    Attributes:
+        out: the run directory.
+        algo: the trained algorithm (in memory).
+        history: the logged metrics rows of this invocation.
+        task: the evaluation task, if one is known.
+        evaluation: the evaluation result (``None``: skipped).
+        report: the contents of ``eval.json`` (``None``: skipped).
+    """
+
+    out: Path
+    algo: Algorithm
+    history: list[dict[str, float]]
+    task: TaskSpec | None = None
+    evaluation: EvalResult | None = None
+    report: dict[str, Any] | None = None
+
+
+def default_run_dir(algo: str, stem: str, seed: int) -> Path:
+    """``runs/<algo>-<dataset stem or task>-seed<seed>``."""
+    return Path("runs") / f"{algo}-{stem}-seed{seed}"
+
+
+def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
+    """Train ``job.algo`` on ``job.dataset`` into the run directory, then evaluate it.
+
+    Args:
+        job: the run (see :class:`TrainJob`).
+        say: where the run's one-line messages go (default: stdout).
+
+    Returns:
+        The run directory, the trained algorithm and, unless evaluation was skipped (0 episodes,
+        or no task known for the dataset), the evaluation and its report.
+
+    Raises:
+        FlrpError: any bad value, dataset, task or run directory, before anything is written.
+    """
+    from flrp.algos.base import check_fit_args
+    from flrp.algos.registry import get_algorithm
+    from flrp.datasets import check_task_fits, resolve_dataset
+    from flrp.devices import resolve_device
+    from flrp.io import ensure_dir
+    from flrp.rundir import run_lock
+    from flrp.runtime import set_threads
+
+    algo_cls = get_algorithm(job.algo)
+    if job.threads is not None:
+        check_number("--threads", job.threads, POSITIVE)
+    if not isinstance(job.config, algo_cls.Config):
+        raise FlrpError(f"{algo_cls.name}: expected a {algo_cls.Config.__name__}, got {type(job.config).__name__}")
+    job.config.validate()
+    device = resolve_device(job.device)
+    check_fit_args(job.config.steps, job.log_every, job.checkpoint_every)
+    job.evaluation.check(train=True)
+    ds, task = resolve_dataset(job.dataset, job.task)
+    if task is not None and (job.evaluation.episodes > 0 or job.task is not None):
+        check_task_fits(ds.obs_dim, ds.act_dim, task, f"dataset {ds.source}")
+    stem = task.name if task else Path(job.dataset).stem
+    out = ensure_dir(Path(job.out) if job.out else default_run_dir(algo_cls.name, stem, job.config.seed), "--out")
+    if job.threads is not None:
+        set_threads(job.threads)
+    with run_lock(out):
+        say(f"flrp: training {algo_cls.name} on {ds.source} ({len(ds)} transitions, {ds.num_episodes} episodes) for {job.config.steps} steps -> {out}")
+        algo = algo_cls(job.config, device=device)
+        run_info = {"algo": algo_cls.name, "dataset": job.dataset, "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(job.config)}
+        history = algo.fit(ds, run_dir=out, log_every=job.log_every, checkpoint_every=job.checkpoint_every, resume=job.resume, progress=job.progress,
+                           tensorboard=job.tensorboard, overwrite=job.overwrite, run_info=run_info)
+        result = RunResult(out=out, algo=algo, history=history, task=task)
+        if job.evaluation.episodes == 0:
+            return result
+        if task is None:
+            say("flrp: no task known for this dataset (pass --task NAME to evaluate on its simulator); skipping evaluation")
+            return result
+        options = dataclasses.replace(job.evaluation, cost_limit=job.config.cost_limit)
+        result.evaluation, result.report = evaluate_run(out / "model.pt", task, out, options, algo=algo, dataset=ds, say=say)
+        return result
+
+
+def resolve_model(target: str | Path, task: str | None = None) -> tuple[Path, TaskSpec, Path]:
+    """``(model file, task, run directory)`` of ``flrp eval|diagnose TARGET [--task NAME]``:
+    ``TARGET`` is a run directory or a model file; the task defaults to the one in ``run.json``."""
+    from flrp.data.tasks import get_task
+    from flrp.io import read_json
+
+    path = Path(target)
+    model = path / "model.pt" if path.is_dir() else path
+    out = path if path.is_dir() else path.parent
+    if not model.is_file():
+        raise FlrpError(f"{model}: no such model file")
+    task_name = task
+    run_json = out / "run.json"
+    if task_name is None and run_json.exists():
+        info = read_json(run_json)
+        task_name = info.get("task") if isinstance(info, dict) else None
+    if task_name is None:
+        raise FlrpError(f"{model}: no task recorded for this model; pass --task NAME")
+    return model, get_task(str(task_name)), out
+
+
+def evaluate_run(
+    model: Path,
+    task: TaskSpec,
+    out: Path,
+    options: EvalOptions,
+    algo: Algorithm | None = None,
+    dataset: OfflineDataset | None = None,
+    say: Say = print,
+) -> tuple[EvalResult, dict[str, Any]]:
+    """Evaluate ``model`` on ``task`` and write ``eval.json``/``eval.md`` to ``out`` (the caller
+    holds its lock). On the toy task an algorithm with a feasibility critic is also compared
+    with the exact kernel (IoU, ``feasibility.png``). Returns the result and ``eval.json``'s contents."""
+    from flrp.evaluation.rollout import evaluate_model_file
+    from flrp.io import write_json, write_text
+
+    options.check(train=False)
+    cost_limit = 10.0 if options.cost_limit is None else options.cost_limit
+    res = evaluate_model_file(model, task, episodes=options.episodes, seed=options.seed, cost_limit=cost_limit, deterministic=options.deterministic, workers=options.workers)
+    report = res.to_dict()
+    md = res.markdown()
+    if task.suite == "toy":
+        iou_md = _toy_feasibility(model, out, algo, dataset, report, say)
+        md += iou_md
+    write_json(out / "eval.json", report)
+    write_text(out / "eval.md", md)
+    say("flrp: " + res.line())
+    say(f"flrp: results in {out / 'eval.json'} and {out / 'eval.md'}")
+    return res, report
+
+
+def _toy_feasibility(model: Path, out: Path, algo: Algorithm | None, dataset: OfflineDataset | None, report: dict[str, Any], say: Say) -> str:
+    """The learned V_h against the toy task's exact kernel (algorithms with a feasibility critic)."""
+    from flrp.algos.base import Algorithm
+    from flrp.envs.toy_kernel import feasibility_iou, plot_feasibility
+
+    algo = algo or Algorithm.load(model, device="cpu")
+    value = getattr(algo, "feasibility_value", None)
+    if value is None:
+        return ""
+    if dataset is None:
+        from flrp.datasets import resolve_dataset
+
+        dataset, _ = resolve_dataset("toy")
+    iou = feasibility_iou(value, dataset)
+    plot_feasibility(value, out / "feasibility.png", dataset=dataset, title=f"{algo.name}: learned V_h vs exact kernel")
+    report["feasibility"] = iou
+    say(f"flrp: HJ feasible set vs exact kernel: IoU {iou['iou_support']:.3f} (data support), {iou['iou_box']:.3f} (whole grid) -> {out / 'feasibility.png'}")
+    return f"\nHJ feasibility vs exact kernel: IoU {iou['iou_support']:.3f} on data support, {iou['iou_box']:.3f} on the whole box (feasibility.png)\n"
