@@ -237,6 +237,6 @@ def test_help_documents_each_range(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for expected in ("--gamma CFG_GAMMA (default: 0.99; in (0, 1))", "--latent-dim CFG_LATENT_DIM (default: None; >= 2)",
-                     "--batch-size CFG_BATCH_SIZE (default: 512; positive)", "(default 500; positive)"):
+    for expected in ("--gamma GAMMA (default: 0.99; in (0, 1))", "--latent-dim LATENT_DIM (default: None; >= 2)",
+                     "--batch-size BATCH_SIZE (default: 512; positive)", "(default 500; positive)"):
         assert expected in text, expected
