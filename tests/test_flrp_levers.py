@@ -304,3 +304,18 @@ def test_recovery_critic_ranks_ways_back_where_q_h_is_flat(dataset, tmp_path):
     full = FLRP(cfg, device="cpu")
     full.fit(dataset, steps=6, progress=False)
     assert torch.equal(full.parameters_vector(), resumed.parameters_vector())
+
+
+def test_exact_time_to_violation_agrees_with_the_kernel():
+    """The toy diagnosis's exact time to an unavoidable violation (full braking) is finite
+    exactly where the closed-form kernel says the state is doomed."""
+    from flrp.envs.toy_kernel import feasible_by_braking
+    from flrp.evaluation.diagnose import _braking_time_to_violation
+
+    rng = np.random.default_rng(0)
+    x, v = rng.uniform(-1, 1.2, 2000), rng.uniform(-2, 2, 2000)
+    t = _braking_time_to_violation(x, v)
+    np.testing.assert_array_equal(t <= 200, ~feasible_by_braking(x, v))
+    from flrp.envs.toy import X_HAZARD
+
+    assert (x > X_HAZARD).any() and (t[x > X_HAZARD] == 0).all()  # already in the hazard: 0 steps

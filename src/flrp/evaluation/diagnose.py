@@ -276,6 +276,14 @@ def _toy_agreement(traces: list[EpisodeTrace]) -> dict[str, float]:
     truth = ~feasible_by_braking(x2, v2)
     vtruth = ~feasible_by_braking(obs[:, 0], obs[:, 1])
     tp = int((flag & truth).sum())
+    # exact time to the unavoidable violation: steps of full braking (optimal, see
+    # feasible_by_braking) from the next state until the hazard is hit; recall by that time
+    ttv = _braking_time_to_violation(x2, v2)
+    out = {}
+    for lo, hi, name in ((0, 0, "0 (already in the hazard)"), (1, 5, "1-5"), (6, 20, "6-20"), (21, 10**9, "> 20")):
+        sel = truth & (ttv >= lo) & (ttv <= hi)
+        if sel.any():
+            out[f"Q_h flag recall, doomed actions with exact time to violation {name} steps ({int(sel.sum())})"] = float(flag[sel].mean())
     return {
         "steps": float(len(flag)),
         "truly_unsafe_actions": float(truth.sum()),
@@ -283,7 +291,20 @@ def _toy_agreement(traces: list[EpisodeTrace]) -> dict[str, float]:
         "Q_h flag recall": float(tp / truth.sum()) if truth.sum() else float("nan"),
         "Q_h flag precision": float(tp / flag.sum()) if flag.sum() else float("nan"),
         "V_h flag accuracy": float((vflag == vtruth).mean()),
+        **out,
     }
+
+
+def _braking_time_to_violation(x: np.ndarray, v: np.ndarray, horizon: int = 200) -> np.ndarray:
+    """Steps of full braking from (x, v) until x > X_HAZARD (0 if already there); horizon + 1 if never."""
+    from flrp.envs.toy import X_HAZARD, step_dynamics
+
+    t = np.where(x > X_HAZARD, 0, horizon + 1)
+    x, v = x.astype(np.float64), v.astype(np.float64)
+    for k in range(1, horizon + 1):
+        x, v, _, _ = step_dynamics(x, v, -1.0)
+        t = np.where((t > horizon) & (x > X_HAZARD + 1e-9), k, t)
+    return t
 
 
 def plot_diagnosis(traces: list[EpisodeTrace], diag: Diagnosis, path: str | Path, title: str) -> Path:
