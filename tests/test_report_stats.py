@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from flrp.benchmark.report import _aggregates, collect_runs, interval_statistics, probability_of_improvement, write_report
+from flrp.sweep.report import _aggregates, collect_runs, interval_statistics, probability_of_improvement, write_report
 from flrp.data.tasks import get_task
 from flrp.evaluation.metrics import normalized_cost, normalized_reward
 

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Keep the test's Ray instance on loopback (Ray reads this once, at import; see flrp.benchmark.suite).
+# Keep the test's Ray instance on loopback (Ray reads this once, at import; see flrp.sweep.runner).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 
-from flrp.benchmark.report import collect_runs, summarize, write_report  # noqa: E402
-from flrp.benchmark.suite import RunSpec, SweepSettings, expand, parse_overrides, parse_seeds, sweep_main  # noqa: E402
+from flrp.sweep.report import collect_runs, summarize, write_report  # noqa: E402
+from flrp.sweep.runner import sweep_main  # noqa: E402
+from flrp.sweep.spec import RunSpec, SweepSettings, expand, parse_overrides, parse_seeds  # noqa: E402
 from flrp.errors import FlrpError  # noqa: E402
 
 ALGOS = ("bc-all", "bc-safe")
@@ -148,8 +149,12 @@ def test_expand_layout_and_override_grid(tmp_path):
     dirs = [s.rel_dir.as_posix() for s in specs]
     # The override applies to FLRP only; BC-All runs once per seed, without a tag.
     assert dirs == ["bc-all/toy/seed0", "bc-all/toy/seed1", "flrp/toy/seed0/refine_steps=1", "flrp/toy/seed0/refine_steps=3", "flrp/toy/seed1/refine_steps=1", "flrp/toy/seed1/refine_steps=3"]
-    argv = specs[2].train_argv(tmp_path, SweepSettings(steps=5, episodes=0, extra=("--hidden", "8")))
-    assert argv[-4:] == ["--refine-steps", "1", "--hidden", "8"] and "--out" in argv and str(tmp_path / "flrp/toy/seed0/refine_steps=1") in argv
+    settings = SweepSettings(steps=5, episodes=0, extra=("--hidden", "8"))
+    job = specs[2].job(tmp_path, settings)  # typed: no flrp train argv between the sweep and the run
+    assert (job.algo, job.config.refine_steps, job.config.hidden, job.config.steps, job.config.seed) == ("flrp", 1, 8, 5, 0)
+    assert job.out == str(tmp_path / "flrp/toy/seed0/refine_steps=1") and job.threads == 1 and not job.progress and job.evaluation.episodes == 0
+    argv = specs[2].train_argv(tmp_path, settings)  # the same run by hand, as train.log and --dry-run show it
+    assert argv[:3] == ["train", "--algo", "flrp"] and {"--refine-steps", "--hidden", "--out"} <= set(argv)
     assert RunSpec.from_dict(specs[3].to_dict()) == specs[3]
     assert parse_seeds(["0,2", "4-5"]) == [0, 2, 4, 5]
     with pytest.raises(FlrpError, match="not a config field"):
@@ -161,8 +166,12 @@ def test_expand_layout_and_override_grid(tmp_path):
 def test_set_preset_applies_to_algorithms_with_presets(tmp_path):
     specs = expand(["bc-safe", "flrp"], ["toy"], [0], parse_overrides(["preset=fast,paper"]))
     assert [s.rel_dir.as_posix() for s in specs] == ["bc-safe/toy/seed0", "flrp/toy/seed0/preset=fast", "flrp/toy/seed0/preset=paper"]
-    argv = specs[1].train_argv(tmp_path, SweepSettings(steps=None, episodes=0))
-    assert argv[-2:] == ["--preset", "fast"] and "--preset" not in specs[0].train_argv(tmp_path, SweepSettings(steps=None, episodes=0))
+    from flrp.algos.flrp import FLRP
+
+    plain = SweepSettings(steps=None, episodes=0)
+    job = specs[1].job(tmp_path, plain)
+    assert job.preset == "fast" and job.config == FLRP.preset_config("fast", seed=0)
+    assert specs[1].train_argv(tmp_path, plain)[-2:] != ["--preset", "paper"] and "--preset" not in specs[0].train_argv(tmp_path, plain)
     with pytest.raises(FlrpError, match="'nope' is not a preset of flrp"):
         expand(["flrp"], ["toy"], [0], {"preset": ["nope"]})
     with pytest.raises(FlrpError, match="not a config field"):
@@ -177,19 +186,32 @@ def test_set_preset_applies_to_algorithms_with_presets(tmp_path):
         (["--", "--no-such-flag"], r"unrecognized arguments: --no-such-flag"),
         (["--set", "nope=1"], r"--set nope: not a config field"),
         (["--seeds", "1-0"], r"--seeds: empty range"),
+        (["--set", "gamma=2"], r"flrp train --algo flrp \(gamma=2\) rejects the run's flags: --gamma must be in \(0, 1\)"),
+        (["--set", "hidden=16,32", "--", "--hidden", "64"], r"--set hidden and --hidden after -- both set 'hidden'; give it once"),
     ],
 )
 def test_bad_sweep_input_is_one_line_and_starts_nothing(extra, pattern, tmp_path, capsys):
     out = tmp_path / "s"
     argv = ["--algos", "flrp", "--datasets", "toy", "--out", str(out), "--dry-run"]
-    if "--" in extra:
+    if extra[0] == "--":
         argv += extra
+    elif "--" in extra:
+        i = extra.index("--")
+        argv = extra[:i] + argv + extra[i:]
     else:
         argv = extra + argv
     assert sweep_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("flrp: error:") and re.search(pattern, err), err
     assert not out.exists()
+
+
+def test_the_sweep_does_not_import_the_cli():
+    import subprocess
+    import sys
+
+    code = "import sys, flrp.sweep, flrp.sweep.runner; sys.exit('flrp.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_changed_settings_are_refused(tmp_path, capsys):

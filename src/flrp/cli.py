@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sweep"]:
         # `flrp sweep ...` has its own parser (algos x datasets x seeds on Ray).
-        from flrp.benchmark.suite import sweep_main
+        from flrp.sweep.runner import sweep_main
 
         return sweep_main(argv[1:])
     try:

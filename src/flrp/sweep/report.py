@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from flrp.data.tasks import get_task
+from flrp.datasets import TOY_NAMES
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 from flrp.io import atomic_path, write_text
@@ -191,7 +192,7 @@ def _identify(rel: Path, run_json: dict[str, Any] | None) -> tuple[str, str, int
     if run_json is None:
         return None
     ds = str(run_json.get("dataset", ""))
-    stem = "toy" if ds.lower() in ("toy", "toyhazard", "toyhazard-v0") else Path(ds).stem
+    stem = "toy" if ds.lower() in TOY_NAMES else Path(ds).stem
     return str(run_json.get("algo", "?")), stem, int(run_json.get("config", {}).get("seed", 0)), ""
 
 
@@ -202,7 +203,7 @@ def collect_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
     Raises:
         FlrpError: ``root`` does not exist or holds neither a ``sweep.json`` nor a run.
     """
-    from flrp.benchmark.suite import MANIFEST_NAME, RunSpec
+    from flrp.sweep.spec import MANIFEST_NAME, RunSpec
 
     base = Path(root).expanduser().resolve()
     if not base.is_dir():
