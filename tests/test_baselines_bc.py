@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flrp.algos.bc import BC, BCConfig, BCSafe, BCSafeConfig
-from flrp.datasets import resolve_dataset
+from flrp.training.datasets import resolve_dataset
 from flrp.evaluation.rollout import evaluate
 
 

@@ -245,7 +245,7 @@ def test_resume_from_checkpoint_is_bit_exact(cls, dataset, tmp_path):
 @pytest.fixture
 def toy(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLRP_DATA_DIR", str(tmp_path_factory.getbasetemp() / "flrp-data"))
-    from flrp.datasets import resolve_dataset
+    from flrp.training.datasets import resolve_dataset
 
     return resolve_dataset("toy")
 

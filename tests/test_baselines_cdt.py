@@ -438,7 +438,7 @@ def test_cdt_selectable_from_registry():
 @pytest.fixture
 def toy(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLRP_DATA_DIR", str(tmp_path_factory.getbasetemp() / "flrp-data"))
-    from flrp.datasets import resolve_dataset
+    from flrp.training.datasets import resolve_dataset
 
     return resolve_dataset("toy")
 

@@ -21,6 +21,7 @@ from flrp.algos.fisor import FISOR
 from flrp.algos.flrp import FLRPConfig
 from flrp.algos.lspc import LSPC
 from flrp.algos.sources import bootstrap_stops, dataset_task
+from flrp.data.tasks import task_of_file_name
 from flrp.data.dataset import OfflineDataset
 from flrp.data.hdf5 import validate_arrays
 from flrp.data.tasks import get_task
@@ -44,8 +45,8 @@ def tiny(cls: type, **kw) -> Algorithm:
 
 
 def as_task(ds: OfflineDataset, dsrl_file: str) -> OfflineDataset:
-    """The same data, as if read from a DSRL file of that name (the task comes from the name)."""
-    return dataclasses.replace(ds, source=f"/data/{dsrl_file}")
+    """The same data, as if read from a DSRL file of that name (the loader reads the task from the name)."""
+    return dataclasses.replace(ds, source=f"/data/{dsrl_file}", task=task_of_file_name(dsrl_file).name)
 
 
 # ----------------------------------------------------------------------------- data conventions
@@ -86,6 +87,9 @@ def test_bootstrap_stops_and_dataset_task(dataset):
     np.testing.assert_array_equal(bootstrap_stops(ds, True), [0, 1, 1, 0, 0, 1])
     assert dataset_task(dataset) is None  # in memory
     assert dataset_task(as_task(dataset, "OfflineBallCircle-v0-80-1000.hdf5")).name == "BallCircle"
+    # the task comes with the data, never from a file name read by the algorithm
+    assert dataset_task(dataclasses.replace(dataset, source="/data/OfflineBallCircle-v0-80-1000.hdf5")) is None
+    assert task_of_file_name("OfflineMetadrive-easysparse-v0-85-1000.hdf5").name == "EasySparse" and task_of_file_name("x.hdf5") is None
 
 
 # ----------------------------------------------------------------------------- BCQ-L and CPQ

@@ -274,12 +274,12 @@ def test_lspc_per_task_values(dataset):
     algo = tiny(LSPC)
     algo.fit(dataset, steps=1, progress=False)
     assert algo.task_name is None and (algo.latent_clamp, algo.safe_threshold) == (0.25, 999.0)
-    bullet = dataclasses.replace(dataset, source="/data/OfflineCarCircle-v0-100-1450.hdf5")
+    bullet = dataclasses.replace(dataset, task="CarCircle")
     algo = tiny(LSPC)
     algo.fit(bullet, steps=1, progress=False)
     assert algo.task_name == "CarCircle" and algo.latent_clamp == 0.6
     drive = tiny(LSPC)
-    drive.fit(dataclasses.replace(dataset, source="/data/OfflineMetadrive-easysparse-v0-85-1000.hdf5"), steps=1, progress=False)
+    drive.fit(dataclasses.replace(dataset, task="EasySparse"), steps=1, progress=False)
     assert (drive.latent_clamp, drive.safe_threshold) == (0.25, 0.02)
     explicit = tiny(LSPC, latent_clamp=0.4)
     explicit.fit(bullet, steps=1, progress=False)
@@ -288,7 +288,7 @@ def test_lspc_per_task_values(dataset):
 
 def test_lspc_per_task_value_survives_save_load(dataset, tmp_path):
     algo = tiny(LSPC)
-    algo.fit(dataclasses.replace(dataset, source="/data/OfflineBallRun-v0-80-1000.hdf5"), steps=2, progress=False)
+    algo.fit(dataclasses.replace(dataset, task="BallRun"), steps=2, progress=False)
     loaded = Algorithm.load(algo.save(tmp_path / "m.pt"), device="cpu")
     assert loaded.latent_clamp == 0.6
     np.testing.assert_array_equal(algo.predict(dataset.observations[:4]), loaded.predict(dataset.observations[:4]))
@@ -313,7 +313,7 @@ def test_lspc_cost_value_below_zero_is_frozen_by_lspcs_clamp(dataset, clamp_in_l
 @pytest.fixture
 def toy(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FLRP_DATA_DIR", str(tmp_path_factory.getbasetemp() / "flrp-data"))
-    from flrp.datasets import resolve_dataset
+    from flrp.training.datasets import resolve_dataset
 
     return resolve_dataset("toy")
 

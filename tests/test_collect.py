@@ -167,7 +167,7 @@ def test_collect_writes_a_valid_dsrl_file_and_card(collected):
     rows = res.episodes_csv.read_text().splitlines()
     assert len(rows) == 1 + get_budget("tiny", task).episodes
     # the loader finds the task from the file (attrs / DSRL-style name)
-    from flrp.datasets import resolve_dataset
+    from flrp.training.datasets import resolve_dataset
 
     _, found = resolve_dataset(str(res.hdf5))
     assert found is not None and found.name == TASK

@@ -163,7 +163,7 @@ def _enospc(fd, data):
 
 
 def test_full_disk_during_training_is_one_line_and_leaves_no_temp_file(tmp_path, capsys, monkeypatch):
-    from flrp.datasets import toy_dataset_path
+    from flrp.collect.toy import toy_dataset_path
 
     toy_dataset_path()
     run = tmp_path / "run"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flrp.data.hdf5 import load_dsrl_hdf5
-from flrp.datasets import resolve_dataset
+from flrp.training.datasets import resolve_dataset
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "datasets").glob("*.hdf5"))
 

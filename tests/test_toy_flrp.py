@@ -12,7 +12,7 @@ import pytest
 
 from flrp.algos import FLRP, FLRPConfig
 from flrp.algos.bc import BCSafe, BCSafeConfig
-from flrp.datasets import resolve_dataset
+from flrp.training.datasets import resolve_dataset
 from flrp.envs.toy_kernel import feasibility_iou
 from flrp.evaluation.rollout import evaluate
 

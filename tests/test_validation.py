@@ -91,10 +91,10 @@ def test_out_naming_a_file(tmp_path, capsys):
 
 def test_dataset_task_mismatch_is_reported_before_training(tmp_path, capsys, monkeypatch):
     from flrp.data.tasks import get_task
-    import flrp.datasets
+    import flrp.envs.dims
 
     # CarRun's widths, without needing its simulator here
-    monkeypatch.setattr(flrp.datasets, "task_dims", lambda task: (7, 2) if task.name == "CarRun" else (2, 1))
+    monkeypatch.setattr(flrp.envs.dims, "task_dims", lambda task: (7, 2) if task.name == "CarRun" else (2, 1))
     trained = []
     monkeypatch.setattr(FLRP, "fit", lambda *a, **k: trained.append(1))
     assert main(["train", "--dataset", "toy", "--task", "CarRun", "--steps", "5", "--out", str(tmp_path / "r"), *FAST]) == 2

@@ -87,7 +87,7 @@ def cmd_diagnose(ns: argparse.Namespace) -> int:
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
-    from flrp.datasets import resolve_dataset
+    from flrp.training.datasets import resolve_dataset
     from flrp.plotting.dataset import dataset_summary, plot_cost_return_scatter, summary_markdown
 
     ds, task = resolve_dataset(ns.dataset, ns.task)

@@ -27,9 +27,9 @@ Deviations from the reference, all deliberate:
   LSPC also reads V(s') and V_c(s') before updating them, so this is LSPC's update (Adam is
   per-parameter); twin-Q losses are summed over the twins where LSPC averages them, a factor 2
   Adam is insensitive to.
-* Per-task values (``latent_clamp``, ``safe_threshold``) are looked up from the dataset's task,
-  inferred from its file (:func:`flrp.algos.sources.dataset_task`), and saved with the model.
-  LSPC's script takes the task by name; flrp's algorithms receive only the dataset.
+* Per-task values (``latent_clamp``, ``safe_threshold``) are looked up from the task the dataset
+  carries (``OfflineDataset.task``, :func:`flrp.algos.sources.dataset_task`), and saved with the
+  model. LSPC's script takes the task by name; flrp's algorithms receive it with the data.
 * ``deterministic=True`` acts with the encoder mean (LSPC-O) or z = 0 (LSPC-S); LSPC itself
   always samples, which is ``deterministic=False`` and the default evaluation.
 * V_c's clamp-before-loss can freeze V_c for good (``clamp_vc_in_loss``; LSPC's behaviour is

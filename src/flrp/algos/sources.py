@@ -1,9 +1,9 @@
 """Data conventions the baselines take from their original code (issue 14), in one place.
 
 * :func:`dataset_task`: the benchmark task of a dataset, for the per-task constants the original
-  configs hold (LSPC's latent clamp, CDT's targets, FISOR's reward scale). The algorithms receive
-  only the dataset, so the task is read from its file (``flrp.datasets.infer_task``: the file's
-  ``task`` attribute, else a DSRL-style name); in-memory data has none.
+  configs hold (LSPC's latent clamp, CDT's targets, FISOR's reward scale). The task comes with
+  the data (``OfflineDataset.task``: set by the loader from the file, or by the caller, e.g.
+  ``flrp train --task``); in-memory data has none unless given one.
 * :func:`bootstrap_stops`: where a TD backup stops. flrp's convention is terminals only (a
   timeout truncates, it does not absorb); OSRL, FISOR and LSPC stop at ``terminals | timeouts``:
   OSRL ``osrl/common/dataset.py:815`` (``TransitionDataset``: ``done = terminals | timeouts``),
@@ -14,23 +14,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from flrp.data.dataset import OfflineDataset
-from flrp.data.tasks import TaskSpec
+from flrp.data.tasks import TaskSpec, get_task
 
 __all__ = ["dataset_task", "bootstrap_stops"]
 
 
 def dataset_task(ds: OfflineDataset) -> TaskSpec | None:
-    """The task of ``ds`` read from its file, or None (in-memory data, unknown file)."""
-    from flrp.datasets import infer_task
-
-    if not ds.source or ds.source.startswith("<"):
-        return None
-    return infer_task(Path(ds.source))
+    """The task ``ds`` carries, or None."""
+    return get_task(ds.task) if ds.task else None
 
 
 def bootstrap_stops(ds: OfflineDataset, timeouts_terminal: bool) -> np.ndarray:

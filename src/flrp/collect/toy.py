@@ -43,8 +43,10 @@ __all__ = [
     "GENERATOR_NAME",
     "POLICY_KINDS",
     "POLICY_PROBS",
+    "data_dir",
     "generate_toy_arrays",
     "make_toy_dataset",
+    "toy_dataset_path",
 ]
 
 TOY_SEED: int = 0
@@ -173,3 +175,16 @@ def make_toy_dataset(
         f.attrs.update(attrs)
     write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def data_dir() -> Path:
+    """Where generated datasets are cached: ``$FLRP_DATA_DIR``, default ``~/.cache/flrp/datasets``."""
+    return Path(os.environ.get("FLRP_DATA_DIR", Path.home() / ".cache" / "flrp" / "datasets"))
+
+
+def toy_dataset_path() -> Path:
+    """The embedded toy dataset, generated on first use (deterministic: seed TOY_SEED)."""
+    path = data_dir() / f"ToyHazard-v0-seed{TOY_SEED}-{TOY_EPISODES}.hdf5"
+    if not path.exists():
+        make_toy_dataset(path, seed=TOY_SEED, episodes=TOY_EPISODES)
+    return path

@@ -29,6 +29,10 @@ class OfflineDataset:
     terminals: np.ndarray
     timeouts: np.ndarray
     source: str = "<memory>"
+    # Registry name of the benchmark task the data is from, when known (the file's ``task``
+    # attribute or DSRL-style name, or the task a caller names); algorithms with per-task
+    # constants read it here.
+    task: str | None = None
     _episode_ends: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +97,7 @@ class OfflineDataset:
             terminals=self.terminals[keep],
             timeouts=self.timeouts[keep],
             source=self.source,
+            task=self.task,
         )
 
     def as_dict(self) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ Every check failure raises :class:`FlrpError` with one line naming the file and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Mapping
@@ -15,6 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from flrp.data.dataset import OfflineDataset
+from flrp.data.tasks import get_task, task_of_file_name
 from flrp.errors import FlrpError
 from flrp.io import atomic_path
 
@@ -71,7 +73,10 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
 
 
 def load_dsrl_hdf5(path: str | os.PathLike[str]) -> OfflineDataset:
-    """Load and validate a DSRL-format HDF5 file. Extra keys are ignored."""
+    """Load and validate a DSRL-format HDF5 file. Extra keys are ignored.
+
+    The dataset's ``task`` is the file's ``task`` attribute (files flrp writes), else the task of
+    a DSRL-style file name (:func:`flrp.data.tasks.task_of_file_name`), else None."""
     import h5py
 
     p = Path(path)
@@ -82,8 +87,10 @@ def load_dsrl_hdf5(path: str | os.PathLike[str]) -> OfflineDataset:
     if p.stat().st_size == 0:
         raise FlrpError(f"{p}: file is empty")
     arrays: dict[str, np.ndarray] = {}
+    task_attr = None
     try:
         with h5py.File(p, "r") as f:
+            task_attr = f.attrs.get("task")
             for key in REQUIRED_KEYS:
                 if key not in f:
                     raise FlrpError(f"{p}: missing key '{key}' (DSRL format needs {', '.join(REQUIRED_KEYS)})")
@@ -98,7 +105,16 @@ def load_dsrl_hdf5(path: str | os.PathLike[str]) -> OfflineDataset:
         raise
     except (OSError, ValueError) as exc:
         raise FlrpError(f"{p}: not a readable HDF5 file (truncated or corrupt?): {str(exc).splitlines()[0]}") from None
-    return OfflineDataset(**validate_arrays(arrays, str(p)), source=str(p))
+    return OfflineDataset(**validate_arrays(arrays, str(p)), source=str(p), task=_task_name(task_attr, p))
+
+
+def _task_name(attr: object, path: Path) -> str | None:
+    """The registry name of the file's task attribute or DSRL-style name (None if neither is known)."""
+    if attr:
+        with contextlib.suppress(FlrpError):
+            return get_task(attr.decode() if isinstance(attr, bytes) else str(attr)).name
+    task = task_of_file_name(path.name)
+    return task.name if task is not None else None
 
 
 def write_dsrl_hdf5(

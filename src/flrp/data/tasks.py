@@ -25,11 +25,13 @@ carried here: nothing in flrp uses them.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from flrp.errors import FlrpError
 
-__all__ = ["SUITES", "TaskSpec", "TASKS", "get_task", "list_tasks"]
+__all__ = ["SUITES", "TASKS", "TaskSpec", "get_task", "list_tasks", "task_of_file_name"]
 
 SUITES = ("bullet", "safetygym", "metadrive", "toy")
 
@@ -152,6 +154,18 @@ def get_task(name: str) -> TaskSpec:
     suggestions = list(dict.fromkeys(_INDEX[c].name for c in close))[:3]
     hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else "; see list_tasks() for valid names"
     raise FlrpError(f"unknown task {name!r}{hint}")
+
+
+def task_of_file_name(name: str) -> TaskSpec | None:
+    """The task of a DSRL-style file name ``<EnvId>-<cap>-<n>.hdf5`` (e.g.
+    ``OfflineCarRun-v0-40-1000.hdf5`` -> CarRun), or None."""
+    m = re.match(r"^(.*?-v\d+)", Path(name).name)
+    if m is None:
+        return None
+    try:
+        return get_task(m.group(1))
+    except FlrpError:
+        return None
 
 
 def list_tasks(suite: str | None = None) -> list[TaskSpec]:

@@ -245,7 +245,7 @@ def evaluate_model_file(
     spawned), else this process only.
     The numbers are the same for any ``workers`` (see ``EVAL_GROUP``).
     """
-    from flrp.datasets import check_task_fits
+    from flrp.envs.dims import check_task_fits
 
     seeds = _seeds(seed, episodes)
     groups = _groups(seeds)

@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from flrp.data.tasks import get_task
-from flrp.datasets import TOY_NAMES
+from flrp.training.datasets import TOY_NAMES
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 from flrp.io import atomic_path, write_text

@@ -194,7 +194,7 @@ def run_sweep(
         update_manifest(root, specs, settings)
         if todo:
             if address is None and any(s.dataset == "toy" for s in todo):
-                from flrp.datasets import toy_dataset_path
+                from flrp.collect.toy import toy_dataset_path
 
                 toy_dataset_path()  # generate once here rather than in every worker at once
             _dispatch(ray, {s: jobs[s] for s in todo}, root, result, progress)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from flrp.algos.registry import get_algorithm
 from flrp.algos.validation import flag_of
-from flrp.datasets import TOY_NAMES
+from flrp.training.datasets import TOY_NAMES
 from flrp.errors import FlrpError
 from flrp.io import write_json
 from flrp.training import TrainJob, job_argv, job_from_namespace, parse_train_argv

@@ -136,7 +136,8 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
     """
     from flrp.algos.base import check_fit_args
     from flrp.algos.registry import get_algorithm
-    from flrp.datasets import check_task_fits, resolve_dataset
+    from flrp.envs.dims import check_task_fits
+    from flrp.training.datasets import resolve_dataset
     from flrp.devices import resolve_device
     from flrp.io import ensure_dir
     from flrp.rundir import run_lock
@@ -236,7 +237,7 @@ def _toy_feasibility(model: Path, out: Path, algo: Algorithm | None, dataset: Of
     if value is None:
         return ""
     if dataset is None:
-        from flrp.datasets import resolve_dataset
+        from flrp.training.datasets import resolve_dataset
 
         dataset, _ = resolve_dataset("toy")
     iou = feasibility_iou(value, dataset)
