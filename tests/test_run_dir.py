@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import flrp.io
+import flrp.files
 from flrp.algos import FLRP, FLRPConfig
 from flrp.cli import main
 from flrp.errors import FlrpError
-from flrp.logging import MetricsLogger
+from flrp.metrics_log import MetricsLogger
 from flrp.rundir import run_lock
 
 FAST = ["--hidden", "16", "--batch-size", "64", "--prior-layers", "2", "--posterior-layers", "1", "--quiet"]
@@ -168,13 +168,13 @@ def test_full_disk_during_training_is_one_line_and_leaves_no_temp_file(tmp_path,
     toy_dataset_path()
     run = tmp_path / "run"
     calls = []
-    real = flrp.io._write_all
+    real = flrp.files._write_all
 
     def full_after_four_writes(fd, data):  # run.json and the logs of steps 1-3 fit; checkpoint 3 does not
         calls.append(1)
         return real(fd, data) if len(calls) <= 4 else _enospc(fd, data)
 
-    monkeypatch.setattr(flrp.io, "_write_all", full_after_four_writes)
+    monkeypatch.setattr(flrp.files, "_write_all", full_after_four_writes)
     assert _train(run) == 2
     _err(capsys, rf"^flrp: error: {re.escape(str(run / 'checkpoint.pt'))}: cannot write \(No space left on device\); free some space or choose another --out$")
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")] and not (run / "checkpoint.pt").exists()
@@ -182,7 +182,7 @@ def test_full_disk_during_training_is_one_line_and_leaves_no_temp_file(tmp_path,
 
 def test_full_disk_while_making_the_toy_dataset(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FLRP_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(flrp.io, "_write_all", _enospc)
+    monkeypatch.setattr(flrp.files, "_write_all", _enospc)
     assert main(["info", "toy", "--out", str(tmp_path / "s.png")]) == 2
     _err(capsys, r"data/ToyHazard-v0-seed0-1000\.hdf5: cannot write \(No space left on device\)")
     assert list((tmp_path / "data").iterdir()) == []
@@ -210,11 +210,11 @@ def test_read_only_run_directory_fails_before_evaluating(tmp_path, capsys, monke
 
 
 def test_fs_error_messages(tmp_path):
-    e = flrp.io.fs_error("/x/y", PermissionError(errno.EACCES, "Permission denied"))
+    e = flrp.files.fs_error("/x/y", PermissionError(errno.EACCES, "Permission denied"))
     assert str(e) == "/x/y: cannot write (Permission denied); check its permissions or choose another --out"
     (tmp_path / "garbled.json").write_text("{")
     with pytest.raises(FlrpError, match=r"garbled\.json: not valid JSON \(.*\); fix or delete it"):
-        flrp.io.read_json(tmp_path / "garbled.json")
+        flrp.files.read_json(tmp_path / "garbled.json")
 
 
 # ---------------------------------------------------------------- fault injection

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from flrp.errors import FlrpError
-from flrp.io import clean_temp_files, ensure_dir, fs_error
+from flrp.files import clean_temp_files, ensure_dir, fs_error
 
 __all__ = ["LOCK_NAME", "RUN_FILES", "run_lock", "start_fresh", "clean_temp_files"]
 

@@ -32,8 +32,8 @@ from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.devices import resolve_device
 from flrp.errors import FlrpError
-from flrp.io import clean_temp_files, write_json
-from flrp.logging import MetricsLogger
+from flrp.files import clean_temp_files, write_json
+from flrp.metrics_log import MetricsLogger
 from flrp.nn.frozen import call_frozen
 from flrp.rundir import run_lock, start_fresh
 from flrp.runtime import tune_allocator

@@ -6,7 +6,7 @@ Reference code (facts only, re-written in PyTorch): ``ZhengYinan-AIR/FISOR`` @ 2
 normalisation). Reads top to bottom like the method:
 
 1. HJ feasibility critics Q_h, V_h (reversed expectile, discounted HJ backup) and IQL reward
-   critics Q_r, V_r — the same objectives as FLRP, from :mod:`flrp.nn.feasibility`.
+   critics Q_r, V_r — the same objectives as FLRP, from :mod:`flrp.nn.critic_losses`.
 2. Feasibility-guided weights: in the infeasible region (V_h > 0) imitate the actions that
    lower Q_h most, ``exp(5 (V_h - Q_h))``; in the feasible region, among feasible actions
    (Q_h <= 0), imitate high-advantage ones, ``exp(3 (Q_r - V_r))``; weight 0 otherwise.
@@ -47,7 +47,7 @@ from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
 from flrp.nn.critics import QEnsemble, VNet
 from flrp.nn.diffusion import DiffusionActor
-from flrp.nn.feasibility import CriticTerms, hj_feasibility_terms, iql_reward_terms
+from flrp.nn.critic_losses import CriticTerms, hj_feasibility_terms, iql_reward_terms
 from flrp.nn.functional import awr_weight, soft_update
 
 __all__ = ["FISORConfig", "FISOR", "fisor_weights"]

@@ -5,7 +5,7 @@ Reference code (facts only, re-written): ``PrajwalKoirala/LSPC-Safe-Offline-RL``
 overrides), ``train_lspc_iql.py`` (data and evaluation). Reads top to bottom like one update
 (LSPC's order: V, Q, V_c, Q_c, CVAE, encoder):
 
-1. Reward critics, IQL with expectile 0.7 (:func:`flrp.nn.feasibility.iql_reward_terms`).
+1. Reward critics, IQL with expectile 0.7 (:func:`flrp.nn.critic_losses.iql_reward_terms`).
 2. Cost critics: twin Q_c reduced by ``max``; V_c the *lower* 0.7-expectile of
    ``max(Q_c^tgt, 0)`` (V_c also clamped at 0), Q_c target ``c + gamma (1 - d) max(V_c(s'), 0)``.
 3. A CVAE fitted with cost-advantage weights ``min(exp(2 (V_c - Q_c)), 200)``: its decoder,
@@ -53,7 +53,7 @@ from flrp.algos.sources import bootstrap_stops, dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble, VNet
-from flrp.nn.feasibility import iql_reward_terms
+from flrp.nn.critic_losses import iql_reward_terms
 from flrp.nn.functional import awr_weight, iql_q_target, reversed_expectile_loss, soft_update
 from flrp.nn.mlp import MLP
 from flrp.nn.vae import ConditionalVAE

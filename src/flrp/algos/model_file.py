@@ -27,7 +27,7 @@ from flrp.algos.registry import get_algorithm
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
-from flrp.io import fs_error, write_bytes
+from flrp.files import fs_error, write_bytes
 
 __all__ = [
     "CHECKPOINT_NAME",

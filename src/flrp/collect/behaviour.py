@@ -46,7 +46,7 @@ import numpy as np
 
 from flrp.data.tasks import TaskSpec
 from flrp.errors import FlrpError
-from flrp.io import atomic_path, write_json
+from flrp.files import atomic_path, write_json
 
 __all__ = [
     "SB3_VERSION",

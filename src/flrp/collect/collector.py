@@ -72,7 +72,7 @@ from flrp.collect.behaviour import (
 )
 from flrp.data.tasks import TaskSpec, get_task
 from flrp.errors import FlrpError
-from flrp.io import atomic_path, write_json, write_text
+from flrp.files import atomic_path, write_json, write_text
 
 __all__ = [
     "GENERATOR_NAME",

@@ -35,7 +35,7 @@ import numpy as np
 from flrp.data.hdf5 import REQUIRED_KEYS, validate_arrays
 from flrp.envs.toy import MAX_STEPS, V0_RANGE, X0_RANGE, step_dynamics
 from flrp.errors import FlrpError
-from flrp.io import write_bytes
+from flrp.files import write_bytes
 
 __all__ = [
     "TOY_SEED",
@@ -161,7 +161,7 @@ def make_toy_dataset(
 
     The file's attrs record ``seed``, ``episodes`` and ``generator`` so the data can be
     regenerated bit-for-bit. Only the DSRL keys are written. The HDF5 image is built in memory and
-    written by :func:`flrp.io.write_bytes`, so a full or read-only disk is one line and h5py never
+    written by :func:`flrp.files.write_bytes`, so a full or read-only disk is one line and h5py never
     meets a failing write.
     """
     import h5py

@@ -18,7 +18,7 @@ import numpy as np
 from flrp.data.dataset import OfflineDataset
 from flrp.data.tasks import get_task, task_of_file_name
 from flrp.errors import FlrpError
-from flrp.io import atomic_path
+from flrp.files import atomic_path
 
 __all__ = ["REQUIRED_KEYS", "load_dsrl_hdf5", "write_dsrl_hdf5", "validate_arrays"]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from flrp.envs.toy import DT, V_MAX, X_HAZARD, step_dynamics
 from flrp.errors import FlrpError
-from flrp.io import atomic_path
+from flrp.files import atomic_path
 
 __all__ = [
     "X_RANGE",

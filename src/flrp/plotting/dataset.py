@@ -11,7 +11,7 @@ import numpy as np
 from flrp.data.dataset import OfflineDataset
 from flrp.data.tasks import TaskSpec
 from flrp.errors import FlrpError
-from flrp.io import atomic_path
+from flrp.files import atomic_path
 
 __all__ = ["dataset_summary", "summary_markdown", "plot_cost_return_scatter"]
 

@@ -57,7 +57,7 @@ from flrp.data.tasks import get_task
 from flrp.training.datasets import TOY_NAMES
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
-from flrp.io import atomic_path, write_text
+from flrp.files import atomic_path, write_text
 
 __all__ = [
     "RunRecord",

@@ -139,7 +139,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
     from flrp.envs.dims import check_task_fits
     from flrp.training.datasets import resolve_dataset
     from flrp.devices import resolve_device
-    from flrp.io import ensure_dir
+    from flrp.files import ensure_dir
     from flrp.rundir import run_lock
     from flrp.runtime import set_threads
 
@@ -180,7 +180,7 @@ def resolve_model(target: str | Path, task: str | None = None) -> tuple[Path, Ta
     """``(model file, task, run directory)`` of ``flrp eval|diagnose TARGET [--task NAME]``:
     ``TARGET`` is a run directory or a model file; the task defaults to the one in ``run.json``."""
     from flrp.data.tasks import get_task
-    from flrp.io import read_json
+    from flrp.files import read_json
 
     path = Path(target)
     model = path / "model.pt" if path.is_dir() else path
@@ -210,7 +210,7 @@ def evaluate_run(
     holds its lock). On the toy task an algorithm with a feasibility critic is also compared
     with the exact kernel (IoU, ``feasibility.png``). Returns the result and ``eval.json``'s contents."""
     from flrp.evaluation.rollout import evaluate_model_file
-    from flrp.io import write_json, write_text
+    from flrp.files import write_json, write_text
 
     options.check(train=False)
     cost_limit = 10.0 if options.cost_limit is None else options.cost_limit
