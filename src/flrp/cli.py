@@ -36,7 +36,7 @@ def _config_from_args(config_cls: type, ns: argparse.Namespace, steps: int | Non
 
 
 def cmd_train(ns: argparse.Namespace, algo_cls: type) -> int:
-    from flrp.runtime import resolve_threads
+    from flrp.training.flags import resolve_threads
     from flrp.training import job_from_namespace, train_and_evaluate
 
     ns.threads = resolve_threads(ns.threads)  # --threads defaults to $FLRP_THREADS, else 1
@@ -54,7 +54,7 @@ def _eval_options(ns: argparse.Namespace) -> EvalOptions:
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     from flrp.rundir import run_lock
-    from flrp.runtime import set_threads
+    from flrp.training.flags import set_threads
     from flrp.training import evaluate_run, resolve_model
 
     set_threads(ns.threads)
@@ -69,7 +69,7 @@ def cmd_diagnose(ns: argparse.Namespace) -> int:
     from flrp.algos.validation import POSITIVE, check_number
     from flrp.evaluation.diagnose import diagnose
     from flrp.rundir import run_lock
-    from flrp.runtime import set_threads
+    from flrp.training.flags import set_threads
     from flrp.training import resolve_model
 
     check_number("--samples", ns.samples, POSITIVE)

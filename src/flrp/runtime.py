@@ -1,5 +1,4 @@
-"""Process-level settings: torch threads (``--threads``), and the allocator tuning that makes CPU
-training fast (applied once, by ``Algorithm.fit``).
+"""Process-level settings that make CPU training fast; applied once, by ``Algorithm.fit``.
 
 glibc returns large freed blocks (≥ its mmap threshold, 128 KiB to 32 MiB adaptively) to the OS
 and maps them again on the next step. Training allocates the same large activations every step
@@ -34,28 +33,3 @@ def tune_allocator(mmap_threshold: int = 64 << 20, trim_threshold: int = 1 << 30
         return False
     _done = ok
     return ok
-
-
-def resolve_threads(n: int | None) -> int:
-    """``--threads``: ``n`` if given, else ``$FLRP_THREADS``, else 1; one line unless a positive integer."""
-    from flrp.algos.validation import POSITIVE, check_number
-    from flrp.errors import FlrpError
-
-    if n is None:
-        env = os.environ.get("FLRP_THREADS", "1")
-        try:
-            n = int(env)
-        except ValueError:
-            raise FlrpError(f"FLRP_THREADS must be an integer >= 1, got {env!r}") from None
-        check_number("FLRP_THREADS", n, POSITIVE)
-    check_number("--threads", n, POSITIVE)
-    return n
-
-
-def set_threads(n: int | None) -> int:
-    """Set torch's intra-op threads to :func:`resolve_threads` ``(n)``; returns the number set."""
-    import torch
-
-    n = resolve_threads(n)
-    torch.set_num_threads(n)
-    return n

@@ -16,11 +16,12 @@ import contextlib
 import dataclasses
 import functools
 import io
+import os
 import types
 import typing
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from flrp.algos.validation import FINITE, flag_of, range_of
+from flrp.algos.validation import FINITE, POSITIVE, check_number, flag_of, range_of
 from flrp.errors import FlrpError
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ __all__ = [
     "job_argv",
     "job_from_namespace",
     "parse_train_argv",
+    "resolve_threads",
+    "set_threads",
 ]
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
@@ -274,3 +277,26 @@ def _without_seed(argv: list[str]) -> list[str]:
         i = argv.index("--seed")
         return argv[:i] + argv[i + 2 :]
     return argv
+
+
+# ---------------------------------------------------------------- --threads
+def resolve_threads(n: int | None) -> int:
+    """``--threads``: ``n`` if given, else ``$FLRP_THREADS``, else 1; one line unless a positive integer."""
+    if n is None:
+        env = os.environ.get("FLRP_THREADS", "1")
+        try:
+            n = int(env)
+        except ValueError:
+            raise FlrpError(f"FLRP_THREADS must be an integer >= 1, got {env!r}") from None
+        check_number("FLRP_THREADS", n, POSITIVE)
+    check_number("--threads", n, POSITIVE)
+    return n
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op threads to :func:`resolve_threads` ``(n)``; returns the number set."""
+    import torch
+
+    n = resolve_threads(n)
+    torch.set_num_threads(n)
+    return n

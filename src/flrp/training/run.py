@@ -141,7 +141,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
     from flrp.devices import resolve_device
     from flrp.files import ensure_dir
     from flrp.rundir import run_lock
-    from flrp.runtime import set_threads
+    from flrp.training.flags import set_threads
 
     algo_cls = get_algorithm(job.algo)
     if job.threads is not None:
