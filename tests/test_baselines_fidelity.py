@@ -28,20 +28,8 @@ from flrp.data.tasks import get_task
 
 from tests.conftest import synthetic_arrays
 
-TINY: dict[type, dict] = {
-    BC: dict(hidden=8, batch_size=16),
-    BCSafe: dict(hidden=8, batch_size=16, cost_limit=1e9),
-    BCQLag: dict(hidden=8, vae_hidden=8, batch_size=16, sample_action_num=3),
-    CPQ: dict(hidden=8, vae_hidden=8, batch_size=16, sample_action_num=3),
-    CDT: dict(embed_dim=8, num_layers=1, num_heads=2, seq_len=3, batch_size=8, warmup_steps=2),
-    FISOR: dict(hidden=8, batch_size=16, critic_batch_size=4, actor_hidden=8, actor_blocks=1, time_dim=4, time_hidden=8, samples=2),
-    LSPC: dict(hidden=8, batch_size=16, latent_dim=2),
-}
+BASELINES = [BC, BCSafe, BCQLag, CPQ, CDT, FISOR, LSPC]
 TD_CLASSES = [BCQLag, CPQ, FISOR, LSPC]  # the methods with TD backups
-
-
-def tiny(cls: type, **kw) -> Algorithm:
-    return cls(cls.Config(**{**TINY[cls], **kw}), device="cpu")
 
 
 def as_task(ds: OfflineDataset, dsrl_file: str) -> OfflineDataset:
@@ -52,8 +40,8 @@ def as_task(ds: OfflineDataset, dsrl_file: str) -> OfflineDataset:
 # ----------------------------------------------------------------------------- data conventions
 
 
-@pytest.mark.parametrize("cls", list(TINY))
-def test_every_baseline_trains_on_raw_observations_by_default(cls, dataset):
+@pytest.mark.parametrize("cls", BASELINES)
+def test_every_baseline_trains_on_raw_observations_by_default(cls, dataset, tiny):
     """OSRL, FISOR and LSPC never standardise observations; FLRP keeps its own default."""
     assert cls.Config().normalize_obs is False
     algo = tiny(cls)
@@ -67,7 +55,7 @@ def test_every_baseline_trains_on_raw_observations_by_default(cls, dataset):
 
 
 @pytest.mark.parametrize("cls", TD_CLASSES)
-def test_timeouts_end_the_backup_by_default(cls, dataset):
+def test_timeouts_end_the_backup_by_default(cls, dataset, tiny):
     """OSRL, FISOR and LSPC: done = terminals | timeouts; the flag restores flrp's bootstrapping."""
     assert cls.Config().timeout_is_terminal is True
     assert dataset.timeouts.any() and not dataset.terminals.any()
@@ -102,7 +90,7 @@ def all_terminal_zero_cost(dataset: OfflineDataset) -> OfflineDataset:
 
 @pytest.mark.parametrize("cls, metric", [(BCQLag, "critic/qc_loss"), (CPQ, "critic/qc_td")])
 @pytest.mark.parametrize("masked", [False, True])
-def test_osrl_cost_backup_has_no_done_mask(cls, metric, masked, dataset):
+def test_osrl_cost_backup_has_no_done_mask(cls, metric, masked, dataset, tiny):
     """OSRL (bcql.py:172, cpq.py:161): y_c = c + gamma Qc', even at a terminal. With every step
     terminal, zero costs and cost critics that output 5 everywhere, the TD error is 5 - 0.99 * 5
     unmasked (OSRL) and 5 - 0 with ``cost_done_mask``."""
@@ -119,7 +107,7 @@ def test_osrl_cost_backup_has_no_done_mask(cls, metric, masked, dataset):
 
 
 @pytest.mark.parametrize("shared", [False, True])
-def test_osrl_draws_next_actions_separately_for_the_cost_target(shared, dataset, monkeypatch):
+def test_osrl_draws_next_actions_separately_for_the_cost_target(shared, dataset, monkeypatch, tiny):
     """OSRL samples next actions in critic_loss and again in cost_critic_loss (bcql.py:141/164,
     cpq.py:141/159); ``shared_next_action`` reuses one draw."""
     calls: dict[str, list[int]] = {"bcq": [], "cpq": []}
@@ -139,7 +127,7 @@ def test_osrl_draws_next_actions_separately_for_the_cost_target(shared, dataset,
     assert len(calls["cpq"]) == (2 if shared else 3)  # next action(s) + the actor's sample
 
 
-def test_cpq_default_ood_term_adds_no_gradient_to_the_cost_critic(dataset):
+def test_cpq_default_ood_term_adds_no_gradient_to_the_cost_critic(dataset, tiny):
     """OSRL's OOD term (the default) is built under no_grad (cpq.py:158-187): the cost critic's
     step equals plain TD whatever alpha is; the paper's term changes it."""
 
@@ -156,7 +144,7 @@ def test_cpq_default_ood_term_adds_no_gradient_to_the_cost_critic(dataset):
 # ----------------------------------------------------------------------------- FISOR
 
 
-def test_fisor_batch_split_two_actor_steps_and_critics_on_the_first_rows(dataset, monkeypatch):
+def test_fisor_batch_split_two_actor_steps_and_critics_on_the_first_rows(dataset, monkeypatch, tiny):
     """FISOR fisor.py:611-634: the actor steps on each half of the batch, the critics on its first
     256 rows (here 16 rows, halves of 8, critics on 4)."""
     import flrp.algos.fisor as fisor_mod
@@ -184,7 +172,7 @@ def test_fisor_defaults_give_its_layout_and_cosine_end(dataset):
     assert algo._actor_lr(c.steps * c.actor_updates - 1) == pytest.approx(c.lr / 4, rel=1e-5)
 
 
-def test_fisor_updates_v_before_q(dataset, monkeypatch):
+def test_fisor_updates_v_before_q(dataset, monkeypatch, tiny):
     """FISOR updates V, then Q against the updated V (fisor.py:631-634): the second critic pass of
     a step sees a V that the first one already moved."""
     import flrp.algos.fisor as fisor_mod
@@ -205,7 +193,7 @@ def test_fisor_updates_v_before_q(dataset, monkeypatch):
     assert not torch.equal(q_before, torch.cat([p.detach().flatten() for p in algo.modules["q_r"].parameters()]))
 
 
-def test_fisor_reward_scale_from_dsrl_constants_when_the_task_is_known(dataset):
+def test_fisor_reward_scale_from_dsrl_constants_when_the_task_is_known(dataset, tiny):
     """FISOR train_offline.py:54: r * max_steps / (MAX_EPISODE_REWARD - MIN_EPISODE_REWARD) of the
     task; in-memory data falls back to the data's own range."""
     ball = as_task(dataset, "OfflineBallCircle-v0-80-1000.hdf5")
@@ -251,7 +239,7 @@ def test_osrl_target_return_rule():
         (None, 10.0, None, (1, None, None)),  # unknown task: data-derived
     ],
 )
-def test_cdt_uses_osrls_per_task_targets_and_augmentation(dsrl_file, limit, target, aug, dataset, monkeypatch):
+def test_cdt_uses_osrls_per_task_targets_and_augmentation(dsrl_file, limit, target, aug, dataset, monkeypatch, tiny):
     import flrp.algos.cdt as cdt_mod
 
     seen: list[dict] = []
@@ -270,7 +258,7 @@ def test_cdt_uses_osrls_per_task_targets_and_augmentation(dsrl_file, limit, targ
     assert explicit.target_return == 1.0 and (seen[-1]["deg"], seen[-1]["max_reward"]) == (4, 9.0)
 
 
-def test_cdt_per_task_target_survives_save_load(dataset, tmp_path):
+def test_cdt_per_task_target_survives_save_load(dataset, tmp_path, tiny):
     algo = tiny(CDT)
     algo.fit(as_task(dataset, "OfflineCarRun-v0-40-1000.hdf5"), steps=1, progress=False)
     loaded = Algorithm.load(algo.save(tmp_path / "m.pt"), device="cpu")

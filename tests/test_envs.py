@@ -262,3 +262,28 @@ def test_raw_bullet_needs_the_seeding_fix():
         np.random.set_state(saved)
         raw.close()
     assert not np.array_equal(firsts[1], firsts[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# the cost signal (a wrapper that reported 0 would pass every shape check above)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")  # upstream, numpy 2
+def test_safetygym_cost_reaches_info():
+    """Full-throttle strokes take the Swimmer over its speed limit within a few steps: the
+    six-tuple's cost must arrive in ``info["cost"]``."""
+    if importlib.util.find_spec("safety_gymnasium") is None:
+        pytest.skip("safety_gymnasium not installed")
+    import_safety_gymnasium()
+    env = make("SwimmerVelocity", seed=0)
+    try:
+        env.reset(seed=0)
+        high = env.action_space.high
+        costs = []
+        for k in range(50):
+            a = (np.sign(np.sin(np.arange(high.shape[0]) * 1.3 + k * 0.9)) * high).astype(np.float32)
+            costs.append(env.step(a)[4]["cost"])
+    finally:
+        env.close()
+    assert sum(costs) > 0 and set(costs) <= {0.0, 1.0}, costs

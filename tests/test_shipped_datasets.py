@@ -46,3 +46,28 @@ def test_shipped_dataset_is_consistent_with_its_name_task_and_card(path):
     # the loader reads the file unchanged (the DSRL keys, float32 arrays)
     raw = load_dsrl_hdf5(path)
     assert raw.observations.dtype == np.float32 and raw.observations.shape[0] == lengths.sum()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_replaying_an_episode_reproduces_its_costs(path):
+    """The simulator wrapper's cost is the one the data was collected with: replaying the first
+    episode that has a cost, from its recorded env seed, gives the same cost on every step (a
+    wrapper reporting 0, or a changed simulator, fails)."""
+    import csv
+
+    pytest.importorskip("bullet_safety_gym")
+    from flrp.envs import make
+
+    ds, task = resolve_dataset(str(path))
+    with open(path.with_suffix("").with_suffix(".episodes.csv"), newline="") as fh:
+        seeds = [int(r["env_seed"]) for r in csv.DictReader(fh) if r["kept"] == "1"]
+    i, (start, end) = next((i, b) for i, b in enumerate(ds.episode_bounds) if ds.costs[b[0] : b[1]].sum() > 0)
+    env = make(task.name)
+    try:
+        obs, _ = env.reset(seed=seeds[i])
+        np.testing.assert_allclose(obs, ds.observations[start], atol=1e-6)
+        costs = [env.step(ds.actions[t])[4]["cost"] for t in range(start, end)]
+    finally:
+        env.close()
+    assert sum(costs) > 0
+    np.testing.assert_array_equal(np.array(costs, np.float32), ds.costs[start:end])
