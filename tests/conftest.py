@@ -67,8 +67,8 @@ def arrays() -> dict[str, np.ndarray]:
 
 @pytest.fixture
 def dataset(arrays):
-    from flrp.data.hdf5 import validate_arrays
     from flrp.data.dataset import OfflineDataset
+    from flrp.data.hdf5 import validate_arrays
 
     return OfflineDataset(**validate_arrays(arrays, "synthetic"))
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from flrp.algos.bc import BC, BCConfig, BCSafe, BCSafeConfig
-from flrp.training.datasets import resolve_dataset
 from flrp.evaluation.rollout import evaluate
+from flrp.training.datasets import resolve_dataset
 
 
 def test_bc_all_inherits_the_datas_cost_and_bc_safe_stays_safe(tmp_path, monkeypatch):

@@ -12,7 +12,6 @@ import torch
 from flrp.algos import Algorithm
 from flrp.algos.cdt import CDT, CDTConfig, default_target_return
 from flrp.data.dataset import OfflineDataset
-from flrp.data.spec import DataSpec
 from flrp.data.sequences import (
     cost_sample_weights,
     fit_frontier,
@@ -25,6 +24,7 @@ from flrp.data.sequences import (
     sequence_arrays,
     to_go,
 )
+from flrp.data.spec import DataSpec
 from flrp.nn.transformer import CausalTransformer, Dropout, dropout_multiplier
 
 TINY = dict(embed_dim=16, num_layers=1, num_heads=2, seq_len=4, batch_size=32, warmup_steps=2)

@@ -21,11 +21,9 @@ from flrp.algos.fisor import FISOR
 from flrp.algos.flrp import FLRPConfig
 from flrp.algos.lspc import LSPC
 from flrp.algos.sources import bootstrap_stops, dataset_task
-from flrp.data.tasks import task_of_file_name
 from flrp.data.dataset import OfflineDataset
 from flrp.data.hdf5 import validate_arrays
-from flrp.data.tasks import get_task
-
+from flrp.data.tasks import get_task, task_of_file_name
 from tests.conftest import synthetic_arrays
 
 BASELINES = [BC, BCSafe, BCQLag, CPQ, CDT, FISOR, LSPC]

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -108,5 +107,5 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     for mod in a:
         for k in a[mod]:
             assert torch.equal(a[mod][k], b[mod][k]), (mod, k)
-    steps = [json.loads(l)["step"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # the log has no duplicated or lost-order rows after resume

@@ -328,13 +328,12 @@ def test_normalised_checkpoints_carry_their_statistics_and_the_actor_applies_the
 
 
 def test_warm_start_copies_the_runners_weights_and_statistics(collected_vec):
+    import stable_baselines3 as sb3
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from flrp.collect.behaviour import _penalised_env, _warm_start, load_norm
-
-    import stable_baselines3 as sb3
 
     pol = collected_vec.work_dir / "policies"
     env = VecNormalize(DummyVecEnv([lambda: _penalised_env(TASK, 5, 1.0)]))

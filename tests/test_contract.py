@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+import flrp.algos  # noqa: F401  (registers every algorithm)
 from flrp.algos.base import Algorithm
 from flrp.algos.registry import ALGORITHMS, get_algorithm
-
-import flrp.algos  # noqa: F401  (registers every algorithm)
 
 NAMES = sorted(ALGORITHMS)
 # Parameters that may legitimately stay put during a few steps, with the reason.
@@ -48,7 +47,7 @@ def test_training_moves_every_trained_parameter_and_logs_finite_metrics(name, ti
     assert all(np.isfinite(v) for row in hist for v in row.values()), hist
     still = []
     for k, m in algo.modules.items():
-        for i, (old, (pname, new)) in enumerate(zip(before[k], m.named_parameters())):
+        for old, (pname, new) in zip(before[k], m.named_parameters()):
             assert torch.isfinite(new).all(), f"{k}.{pname}"
             if torch.equal(old, new) and f"{k}.{pname}" not in STILL.get(name, set()):
                 still.append(f"{k}.{pname}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from flrp.algos import FLRP, FLRPConfig, Algorithm
+from flrp.algos import FLRP, Algorithm, FLRPConfig
 from flrp.algos.base import call_frozen
 from flrp.algos.flrp import refine_schedule
 from flrp.data.dataset import OfflineDataset

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from flrp.algos import FLRP, FLRPConfig, Algorithm
-from flrp.algos.model_file import FORMAT_VERSION, checksum as _checksum
+from flrp.algos import FLRP, Algorithm, FLRPConfig
+from flrp.algos.model_file import FORMAT_VERSION
+from flrp.algos.model_file import checksum as _checksum
 from flrp.algos.registry import get_algorithm
 from flrp.cli import main
 from flrp.errors import FlrpError

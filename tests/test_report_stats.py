@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from flrp.sweep.report import _aggregates, collect_runs, interval_statistics, probability_of_improvement, write_report
 from flrp.data.tasks import get_task
 from flrp.evaluation.metrics import normalized_cost, normalized_reward
+from flrp.sweep.report import _aggregates, collect_runs, interval_statistics, probability_of_improvement, write_report
 
 rliable = pytest.importorskip("rliable")
 from rliable import metrics as rly_metrics  # noqa: E402

@@ -22,10 +22,10 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 
+from flrp.errors import FlrpError  # noqa: E402
 from flrp.sweep.report import collect_runs, summarize, write_report  # noqa: E402
 from flrp.sweep.runner import sweep_main  # noqa: E402
 from flrp.sweep.spec import RunSpec, SweepSettings, expand, parse_overrides, parse_seeds  # noqa: E402
-from flrp.errors import FlrpError  # noqa: E402
 
 ALGOS = ("bc-all", "bc-safe")
 SEEDS = (0, 1)
@@ -108,7 +108,7 @@ def test_report_matches_eval_json(sweep_dir):
         cost = np.array([e["norm_cost_mean"] for e in ev])
         expected[algo] = (rew.mean(), rew.std(), cost.mean(), cost.std(), cost.mean() <= 1.0)
     best = max((v[0] for v in expected.values() if v[4]), default=None)
-    for task, algo, _, reward, cost, verdict in rows:
+    for _task, algo, _, reward, cost, verdict in rows:
         r_mean, r_std, c_mean, c_std, safe = expected[algo]
         assert verdict == ("safe" if safe else "unsafe")
         assert cost == f"{c_mean:.2f} ± {c_std:.2f}"

@@ -12,9 +12,9 @@ import pytest
 
 from flrp.algos import FLRP, FLRPConfig
 from flrp.algos.bc import BCSafe, BCSafeConfig
-from flrp.training.datasets import resolve_dataset
 from flrp.envs.toy_kernel import feasibility_iou
 from flrp.evaluation.rollout import evaluate
+from flrp.training.datasets import resolve_dataset
 
 # Paper defaults except width 128, batch 256 and 16k steps (the paper: 256, 512, 1e6).
 FLRP_TEST_CONFIG = dict(hidden=128, batch_size=256, steps=16_000, seed=0)

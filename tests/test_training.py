@@ -8,12 +8,11 @@ import typing
 
 import pytest
 
+import flrp.algos  # noqa: F401  (registers every algorithm)
 from flrp.algos.registry import ALGORITHMS, get_algorithm
 from flrp.errors import FlrpError
 from flrp.training import EvalOptions, TrainJob, job_argv, job_from_namespace, parse_train_argv, train_and_evaluate
 from flrp.training.flags import config_argv, config_fields, config_value
-
-import flrp.algos  # noqa: F401  (registers every algorithm)
 
 
 def _changed(config_cls: type) -> dict[str, typing.Any]:

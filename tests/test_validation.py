@@ -90,8 +90,8 @@ def test_out_naming_a_file(tmp_path, capsys):
 
 
 def test_dataset_task_mismatch_is_reported_before_training(tmp_path, capsys, monkeypatch):
-    from flrp.data.tasks import get_task
     import flrp.envs.dims
+    from flrp.data.tasks import get_task
 
     # CarRun's widths, without needing its simulator here
     monkeypatch.setattr(flrp.envs.dims, "task_dims", lambda task: (7, 2) if task.name == "CarRun" else (2, 1))

@@ -32,12 +32,12 @@ def _config_from_args(config_cls: type, ns: argparse.Namespace, steps: int | Non
     if algo_cls is None:
         return config_cls(**config_overrides(ns), **({} if steps is None else {"steps": steps}))
     ns = argparse.Namespace(**{**vars(ns), "steps": steps})
-    return config_from_namespace(algo_cls, ns)  # type: ignore[arg-type]
+    return config_from_namespace(algo_cls, ns)
 
 
 def cmd_train(ns: argparse.Namespace, algo_cls: type) -> int:
-    from flrp.training.flags import resolve_threads
     from flrp.training import job_from_namespace, train_and_evaluate
+    from flrp.training.flags import resolve_threads
 
     ns.threads = resolve_threads(ns.threads)  # --threads defaults to $FLRP_THREADS, else 1
     train_and_evaluate(job_from_namespace(algo_cls, ns))
@@ -54,8 +54,8 @@ def _eval_options(ns: argparse.Namespace) -> EvalOptions:
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     from flrp.rundir import run_lock
-    from flrp.training.flags import set_threads
     from flrp.training import evaluate_run, resolve_model
+    from flrp.training.flags import set_threads
 
     set_threads(ns.threads)
     options = _eval_options(ns)
@@ -69,8 +69,8 @@ def cmd_diagnose(ns: argparse.Namespace) -> int:
     from flrp.algos.validation import POSITIVE, check_number
     from flrp.evaluation.diagnose import diagnose
     from flrp.rundir import run_lock
-    from flrp.training.flags import set_threads
     from flrp.training import resolve_model
+    from flrp.training.flags import set_threads
 
     check_number("--samples", ns.samples, POSITIVE)
     check_number("--horizon", ns.horizon, POSITIVE)
@@ -87,8 +87,8 @@ def cmd_diagnose(ns: argparse.Namespace) -> int:
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
-    from flrp.training.datasets import resolve_dataset
     from flrp.plotting.dataset import dataset_summary, plot_cost_return_scatter, summary_markdown
+    from flrp.training.datasets import resolve_dataset
 
     ds, task = resolve_dataset(ns.dataset, ns.task)
     summary = dataset_summary(ds, task, cost_limit=ns.cost_limit)

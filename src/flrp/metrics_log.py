@@ -32,7 +32,7 @@ class MetricsLogger:
                 except ImportError as exc:  # pragma: no cover - optional dependency
                     from flrp.errors import FlrpError
 
-                    raise FlrpError(f"--tensorboard needs the tensorboard package: pip install 'flrp[tensorboard]' ({exc})")
+                    raise FlrpError(f"--tensorboard needs the tensorboard package: pip install 'flrp[tensorboard]' ({exc})") from None
                 self._tb = SummaryWriter(str(self.run_dir / "tb"))
 
     @property

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -53,6 +53,7 @@ from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble
 from flrp.nn.frozen import call_frozen
 from flrp.nn.functional import soft_update
+from flrp.nn.vae import ConditionalVAE
 
 __all__ = ["VAEQConfig", "VAEQAlgorithm", "BCQLagConfig", "BCQLag", "PerturbationActor", "double_q"]
 
@@ -199,7 +200,7 @@ class BCQLag(VAEQAlgorithm):
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """``actor(s, vae.decode(s, z))`` with z from the clipped prior, as OSRL evaluates it
         (``eval_deterministic = False``); ``deterministic=True`` decodes z = 0, the prior's mode."""
-        vae = self.modules["vae"]
+        vae = cast(ConditionalVAE, self.modules["vae"])
         if deterministic:
             z = obs.new_zeros(obs.shape[0], vae.latent_dim)
         else:

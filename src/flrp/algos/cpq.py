@@ -78,8 +78,8 @@ from flrp.algos.registry import register
 from flrp.algos.vae_q import VAEQAlgorithm, VAEQConfig
 from flrp.data.spec import DataSpec
 from flrp.nn.critics import QEnsemble
-from flrp.nn.functional import soft_update
 from flrp.nn.frozen import call_frozen
+from flrp.nn.functional import soft_update
 from flrp.nn.mlp import MLP
 
 __all__ = ["CPQConfig", "CPQ", "SquashedGaussianActor"]

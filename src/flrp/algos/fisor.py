@@ -45,9 +45,9 @@ from flrp.algos.sources import bootstrap_stops, dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
+from flrp.nn.critic_losses import CriticTerms, hj_feasibility_terms, iql_reward_terms
 from flrp.nn.critics import QEnsemble, VNet
 from flrp.nn.diffusion import DiffusionActor
-from flrp.nn.critic_losses import CriticTerms, hj_feasibility_terms, iql_reward_terms
 from flrp.nn.functional import awr_weight, soft_update
 
 __all__ = ["FISORConfig", "FISOR", "fisor_weights"]

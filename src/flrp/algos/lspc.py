@@ -48,12 +48,12 @@ from torch import nn
 
 from flrp.algos.base import AlgoConfig, Algorithm
 from flrp.algos.registry import register
-from flrp.nn.frozen import call_frozen
 from flrp.algos.sources import bootstrap_stops, dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
-from flrp.nn.critics import QEnsemble, VNet
 from flrp.nn.critic_losses import iql_reward_terms
+from flrp.nn.critics import QEnsemble, VNet
+from flrp.nn.frozen import call_frozen
 from flrp.nn.functional import awr_weight, iql_q_target, reversed_expectile_loss, soft_update
 from flrp.nn.mlp import MLP
 from flrp.nn.vae import ConditionalVAE

@@ -34,6 +34,8 @@ class VAEQConfig(AlgoConfig):
     cost_limit: float = 10.0
     # OSRL critic_lr 1e-3 (reward and cost critics).
     critic_lr: float = 1e-3
+    # Actor learning rate: each method sets its own OSRL default (BCQ-L 1e-3, CPQ 1e-4).
+    actor_lr: float = 1e-3
     # OSRL vae_lr 1e-3.
     vae_lr: float = 1e-3
     # OSRL tau 0.005 for every target network (= Table 4).
@@ -87,11 +89,11 @@ class VAEQAlgorithm(Algorithm):
         # Separate Adams as in OSRL's setup_optimizers (BCQ-L and CPQ alike): the steps are sequential (the critics'
         # targets use the VAE just updated, the actor the critics just updated). Fused Adam (as
         # FLRP): one kernel per step instead of a loop over tensors.
-        kw = {"fused": self.device.type in ("cpu", "cuda")}
-        self.optimizers["vae"] = torch.optim.Adam(m["vae"].parameters(), lr=c.vae_lr, **kw)
-        self.optimizers["critic"] = torch.optim.Adam(m["critic"].parameters(), lr=c.critic_lr, **kw)
-        self.optimizers["cost_critic"] = torch.optim.Adam(m["cost_critic"].parameters(), lr=c.critic_lr, **kw)
-        self.optimizers["actor"] = torch.optim.Adam(m["actor"].parameters(), lr=c.actor_lr, **kw)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizers["vae"] = torch.optim.Adam(m["vae"].parameters(), lr=c.vae_lr, fused=fused)
+        self.optimizers["critic"] = torch.optim.Adam(m["critic"].parameters(), lr=c.critic_lr, fused=fused)
+        self.optimizers["cost_critic"] = torch.optim.Adam(m["cost_critic"].parameters(), lr=c.critic_lr, fused=fused)
+        self.optimizers["actor"] = torch.optim.Adam(m["actor"].parameters(), lr=c.actor_lr, fused=fused)
 
     # ------------------------------------------------------------------ data
     def prepare_data(self, ds: OfflineDataset) -> dict[str, np.ndarray]:

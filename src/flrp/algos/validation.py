@@ -11,7 +11,6 @@ without a range must still be finite.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import numbers
 import types
@@ -151,10 +150,14 @@ def check_number(flag: str, value: Any, rng: Range, integer: bool = True, where:
         raise FlrpError(f"{flag} must be {rng}, got {value!r}{suffix}")
 
 
-@functools.lru_cache(maxsize=None)
+_FIELD_TYPES: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
 def _field_types(config_cls: type) -> tuple[tuple[str, Any], ...]:
-    hints = typing.get_type_hints(config_cls)
-    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(config_cls))
+    if config_cls not in _FIELD_TYPES:
+        hints = typing.get_type_hints(config_cls)
+        _FIELD_TYPES[config_cls] = tuple((f.name, hints[f.name]) for f in dataclasses.fields(config_cls))
+    return _FIELD_TYPES[config_cls]
 
 
 def check_config(config: Any) -> None:

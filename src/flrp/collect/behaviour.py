@@ -53,7 +53,7 @@ __all__ = [
     "SB3_INSTALL_HINT",
     "PolicySpec",
     "LagrangeController",
-    "CostPenalty",
+    "CostPenalty",  # noqa: F822 (module __getattr__: the class is built on first use)
     "cost_penalty",
     "NumpyActor",
     "TrainedPolicy",
@@ -348,7 +348,8 @@ def _save_model(model: Any, path: Path) -> None:
     if vecnorm is not None:
         with atomic_path(norm_path(path)) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **_norm_state(vecnorm))
+                state: dict[str, Any] = _norm_state(vecnorm)
+                np.savez(fh, **state)
     else:
         norm_path(path).unlink(missing_ok=True)  # a stale one from another run would be applied
     # The temp name ends in ".tmp" (a non-empty suffix), so SB3 writes exactly that file.
@@ -363,7 +364,7 @@ def _make_callback(sb3: ModuleType, spec: PolicySpec, policy_dir: Path, horizon:
     controller = LagrangeController(spec.budget, horizon, lam0=lam0) if spec.budget is not None else None
     todo = list(spec.checkpoint_steps)
 
-    class _Callback(BaseCallback):  # type: ignore[misc]
+    class _Callback(BaseCallback):
         """Checkpoints, the λ update after each rollout, and a tqdm bar."""
 
         def _on_training_start(self) -> None:

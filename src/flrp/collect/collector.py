@@ -241,10 +241,10 @@ def get_budget(name: str, task: TaskSpec) -> CollectBudget:
         return CollectBudget("full", _policies((0.3, 0.5, RATIO_SAFE), 100_000, 10_000), episodes=1500)
     if name == "long":
         runner, tune, gamma = LONG_STEPS.get(task.name, LONG_STEPS_DEFAULT)
-        vec = dict(n_envs=8, n_steps=2048, batch_size=256, normalize=True, gamma=gamma)
+        vec: dict[str, Any] = dict(n_envs=8, n_steps=2048, batch_size=256, normalize=True, gamma=gamma)
         specs = [PolicySpec(lam=0.0, steps=runner, checkpoint_every=runner // 10, seed_offset=1, **vec)]
-        tuned = [dict(init_from=specs[0].name, lam=r) for r in LONG_RATIOS_BY_TASK.get(task.name, LONG_RATIOS)]
-        fresh = [dict(label="fresh", lam=r) for r in LONG_FRESH_RATIOS.get(task.name, ())]
+        tuned: list[dict[str, Any]] = [dict(init_from=specs[0].name, lam=r) for r in LONG_RATIOS_BY_TASK.get(task.name, LONG_RATIOS)]
+        fresh: list[dict[str, Any]] = [dict(label="fresh", lam=r) for r in LONG_FRESH_RATIOS.get(task.name, ())]
         for kw in tuned + fresh:  # relative λ, PPO seed offsets 2, 3, ... in this order
             specs.append(PolicySpec(relative=True, steps=tune, checkpoint_every=tune // 10, seed_offset=len(specs) + 1, **kw, **vec))
         return CollectBudget("long", tuple(specs), episodes=2000)
@@ -360,7 +360,7 @@ def rollout_episode(env: Any, plan: EpisodePlan, actors: dict[tuple[str, int], N
     low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
     act_dim = int(np.prod(space.shape))
     actor = actors[(plan.policy, plan.step)] if plan.policy is not None else None  # type: ignore[index]
-    then_actor = actors[(plan.then_policy, _FINAL)] if plan.then_policy is not None else None  # type: ignore[index]
+    then_actor = actors[(plan.then_policy, _FINAL)] if plan.then_policy is not None else None
     obs, _ = env.reset(seed=plan.env_seed)
     rows: dict[str, list[Any]] = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts")}
     cost_sum = 0.0
@@ -653,7 +653,7 @@ def collect(
     name = dataset_file_name(spec, cap_value, n_traj)
     h5_path = out / name
     stem = h5_path.stem
-    attrs = {
+    attrs: dict[str, Any] = {
         "task": spec.name,
         "sim_id": str(spec.sim_id),
         "dsrl_id": spec.dsrl_id,
@@ -663,7 +663,7 @@ def collect(
         "cost_cap": cap_value if cost_cap else -1.0,
         "generator": GENERATOR_NAME,
     }
-    from flrp.data.hdf5 import write_dsrl_hdf5, load_dsrl_hdf5
+    from flrp.data.hdf5 import load_dsrl_hdf5, write_dsrl_hdf5
 
     write_dsrl_hdf5(h5_path, data, attrs=attrs)
 

@@ -16,7 +16,9 @@ def task_dims(task: TaskSpec) -> tuple[int, int]:
 
     env = make(task.name)
     try:
-        return int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
+        obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+        assert obs_shape is not None and act_shape is not None  # Box spaces
+        return int(np.prod(obs_shape)), int(np.prod(act_shape))
     finally:
         env.close()
 

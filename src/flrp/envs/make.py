@@ -27,7 +27,7 @@ import random
 import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, cast
 
 
 def _drop_adroit_notice() -> None:
@@ -185,7 +185,7 @@ class CostInInfo(gymnasium.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self._six_tuple:
-            obs, reward, cost, terminated, truncated, info = self.env.step(action)
+            obs, reward, cost, terminated, truncated, info = cast(tuple[Any, ...], self.env.step(action))
         else:
             obs, reward, terminated, truncated, info = self.env.step(action)
             if "cost" not in info:
@@ -277,7 +277,7 @@ def _make_bullet(spec: TaskSpec, seed: int | None, kwargs: dict[str, Any]) -> gy
     importlib.import_module("bullet_safety_gym")  # registers the Safety*-v0 ids read below
 
     # DSRL's Offline*Env classes pass exactly the registered Safety*-v0 arguments.
-    build_kwargs = {**gymnasium.spec(spec.sim_id).kwargs, **kwargs}
+    build_kwargs = {**gymnasium.spec(str(spec.sim_id)).kwargs, **kwargs}
     sandbox = GlobalRngSandbox(seed)
     with sandbox, _process_std_streams():
         raw = builder.EnvironmentBuilder(**build_kwargs)
@@ -291,8 +291,8 @@ def _make_safetygym(spec: TaskSpec, seed: int | None, kwargs: dict[str, Any]) ->
 
     # safety-gymnasium registers its ids in gymnasium's registry; DSRL instantiates the same
     # entry points (Builder(task_id, {"agent_name": ...}) / Safety*VelocityEnv()) directly.
-    reg = gymnasium.spec(spec.sim_id)
-    creator = load_env_creator(reg.entry_point) if isinstance(reg.entry_point, str) else reg.entry_point
+    reg = gymnasium.spec(str(spec.sim_id))
+    creator: Any = load_env_creator(reg.entry_point) if isinstance(reg.entry_point, str) else reg.entry_point
     sandbox = GlobalRngSandbox(seed)
     with sandbox:
         raw = creator(**{**reg.kwargs, **kwargs})

@@ -60,7 +60,7 @@ def convert_array_defaults(cls: type) -> type:
     annotations = cls.__dict__.get("__annotations__", {})
     for name in annotations:
         value = cls.__dict__.get(name)
-        if _is_ndarray(value):
+        if value is not None and _is_ndarray(value):
             setattr(cls, name, dataclasses.field(default_factory=value.copy))
     return cls
 
@@ -89,7 +89,7 @@ def array_defaults_as_factories() -> Iterator[None]:
     with _LOCK:
         if _DEPTH == 0:
             _ORIGINAL_DATACLASS = dataclasses.dataclass
-            dataclasses.dataclass = _patched_dataclass  # type: ignore[assignment]
+            dataclasses.dataclass = _patched_dataclass
         _DEPTH += 1
     try:
         yield

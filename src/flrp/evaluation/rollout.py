@@ -146,7 +146,7 @@ def run_episodes(policy: Any, task: TaskSpec, seeds: list[int], deterministic: b
             ret[idx] += step_r
             cost[idx] += step_c
             runner.observe(idx, step_r, step_c)
-        return [EpisodeStats(int(s), float(r), float(c), int(l)) for s, r, c, l in zip(seeds, ret, cost, length)]
+        return [EpisodeStats(int(s), float(r), float(c), int(n)) for s, r, c, n in zip(seeds, ret, cost, length)]
     finally:
         for env in envs:
             env.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
-
 import torch
 from torch import nn
 

@@ -133,8 +133,9 @@ class DiffusionActor(nn.Module):
         self.register_buffer("alpha_hats", torch.cumprod(alphas, 0))
         self.time_features = FourierFeatures(1, time_dim)
         # FISOR's cond encoder: MLP(hidden_dims=(128, 128), mish, activate_final=False).
-        self.cond = nn.Sequential(nn.Linear(time_dim, cond_hidden), nn.Mish(), nn.Linear(cond_hidden, cond_hidden))
-        for layer in (self.cond[0], self.cond[2]):
+        first, last = nn.Linear(time_dim, cond_hidden), nn.Linear(cond_hidden, cond_hidden)
+        self.cond = nn.Sequential(first, nn.Mish(), last)
+        for layer in (first, last):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.denoiser = MLPResNet(act_dim + obs_dim + cond_hidden, act_dim, width, blocks, dropout, layer_norm)

@@ -59,8 +59,8 @@ def awr_weight(adv: torch.Tensor, inv_temperature: float, clip_max: float) -> to
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging ``target <- (1 - tau) target + tau source`` in one fused foreach op."""
-    t_params = list(target.parameters())
-    s_params = list(source.parameters())
+    t_params: list[torch.Tensor] = list(target.parameters())
+    s_params: list[torch.Tensor] = list(source.parameters())
     torch._foreach_lerp_(t_params, s_params, tau)
 
 

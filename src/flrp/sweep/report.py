@@ -54,10 +54,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from flrp.data.tasks import get_task
-from flrp.training.datasets import TOY_NAMES
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 from flrp.files import atomic_path, write_text
+from flrp.training.datasets import TOY_NAMES
 
 __all__ = [
     "RunRecord",

@@ -35,14 +35,14 @@ from flrp.sweep.spec import (
     LOG_NAME,
     RunSpec,
     SweepSettings,
-    check_manifest,
-    split_list,
-    update_manifest,
     build_jobs,
+    check_manifest,
     expand,
     parse_overrides,
     parse_seeds,
     run_status,
+    split_list,
+    update_manifest,
 )
 from flrp.training import TrainJob, job_argv
 

@@ -29,10 +29,10 @@ from typing import Any, Sequence
 
 from flrp.algos.registry import get_algorithm
 from flrp.algos.validation import flag_of
-from flrp.training.datasets import TOY_NAMES
 from flrp.errors import FlrpError
 from flrp.files import write_json
 from flrp.training import TrainJob, job_argv, job_from_namespace, parse_train_argv
+from flrp.training.datasets import TOY_NAMES
 from flrp.training.flags import PRESET, STEPS, config_fields, config_overrides, config_value
 
 __all__ = [

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import io
 import os
 import types
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from flrp.algos.validation import FINITE, POSITIVE, check_number, flag_of, range_of
+from flrp.algos.validation import FINITE, POSITIVE, _field_types, check_number, flag_of, range_of
 from flrp.errors import FlrpError
 
 if TYPE_CHECKING:
@@ -53,11 +52,9 @@ _DEST = "cfg_"  # argparse destination prefix of a config flag
 
 
 # ---------------------------------------------------------------- config fields <-> flags
-@functools.lru_cache(maxsize=None)
 def config_fields(config_cls: type) -> dict[str, Any]:
     """``{field name: resolved type}`` of a config dataclass, in field order."""
-    hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+    return dict(_field_types(config_cls))
 
 
 def _optional_inner(tp: Any) -> Any:
@@ -185,7 +182,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, train: bool) -> None:
         g.add_argument("--cost-limit", type=float, default=10.0, help="cost limit kappa of Eq. 40 (default 10)")
 
 
-def add_train_arguments(t: argparse.ArgumentParser, algo_cls: type[Algorithm], algo_names: Sequence[str] = ()) -> None:
+def add_train_arguments(t: argparse.ArgumentParser, algo_cls: type[Algorithm], algo_names: Iterable[str] = ()) -> None:
     """Every flag of ``flrp train --algo NAME``: the run, the evaluation, the algorithm's config."""
     t.add_argument("--dataset", required=True, help="path to a DSRL-format .hdf5 file, or 'toy' (the embedded dataset)")
     t.add_argument("--algo", default="flrp", choices=sorted(algo_names) or None, help="algorithm (default flrp)")

@@ -136,11 +136,11 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
     """
     from flrp.algos.base import check_fit_args
     from flrp.algos.registry import get_algorithm
-    from flrp.envs.dims import check_task_fits
-    from flrp.training.datasets import resolve_dataset
     from flrp.devices import resolve_device
+    from flrp.envs.dims import check_task_fits
     from flrp.files import ensure_dir
     from flrp.rundir import run_lock
+    from flrp.training.datasets import resolve_dataset
     from flrp.training.flags import set_threads
 
     algo_cls = get_algorithm(job.algo)
