@@ -16,7 +16,7 @@ ROOT = Path(flrp.__file__).parent
 # Lowest first; units on one line may not import each other.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("files", "devices", "runtime"),
+    ("files", "devices", "runtime", "progress"),
     ("rundir", "metrics_log", "io"),  # io: the old name of files (re-exports)
     ("logging",),  # the old name of metrics_log (re-exports)
     ("data",),

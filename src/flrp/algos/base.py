@@ -35,6 +35,7 @@ from flrp.errors import FlrpError
 from flrp.files import clean_temp_files, write_json
 from flrp.metrics_log import MetricsLogger
 from flrp.nn.frozen import call_frozen
+from flrp.progress import progress as progress_bar
 from flrp.rundir import run_lock, start_fresh
 from flrp.runtime import tune_allocator
 
@@ -309,9 +310,7 @@ class Algorithm(abc.ABC):
             self._data_fingerprint = fingerprint
             data = self._to_device(self.prepare_data(dataset))
             history: list[dict[str, float]] = []
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=self.step, disable=not progress, desc=f"{self.name}", dynamic_ncols=True)
+            bar = progress_bar(total, initial=self.step, desc=self.name, unit="step", enabled=progress)
             for m in self.modules.values():
                 m.train()
             try:

@@ -365,14 +365,14 @@ def _make_callback(sb3: ModuleType, spec: PolicySpec, policy_dir: Path, horizon:
     todo = list(spec.checkpoint_steps)
 
     class _Callback(BaseCallback):
-        """Checkpoints, the λ update after each rollout, and a tqdm bar."""
+        """Checkpoints, the λ update after each rollout, and progress (flrp.progress)."""
 
         def _on_training_start(self) -> None:
             self._bar = None
             if progress:
-                from tqdm.auto import tqdm
+                from flrp.progress import progress as progress_bar
 
-                self._bar = tqdm(total=spec.steps, desc=f"PPO {spec.name}", unit="step", leave=False, mininterval=1.0)
+                self._bar = progress_bar(spec.steps, desc=f"PPO {spec.name}", unit="step", leave=False)
 
         def _on_step(self) -> bool:
             n = int(self.num_timesteps)

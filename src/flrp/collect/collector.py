@@ -612,9 +612,9 @@ def collect(
         env = make(spec.name, seed=episode_env_seed(seed, 0))
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from flrp.progress import progress as progress_bar
 
-            bar = tqdm(total=len(plans), initial=len(plans) - sum(len(plans[c * bud.chunk:(c + 1) * bud.chunk]) for c in missing), desc=f"collect {spec.name}", unit="ep", mininterval=1.0)
+            bar = progress_bar(len(plans), initial=len(plans) - sum(len(plans[c * bud.chunk:(c + 1) * bud.chunk]) for c in missing), desc=f"collect {spec.name}", unit="episode")
         try:
             for c in missing:
                 t0 = time.perf_counter()

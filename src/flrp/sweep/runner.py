@@ -210,9 +210,9 @@ def run_sweep(
 
 def _dispatch(ray: Any, todo: dict[RunSpec, TrainJob], root: Path, result: SweepResult, progress: bool) -> None:
     """Submit one task per run to the initialised Ray, collect results as they finish."""
-    from tqdm.auto import tqdm
+    from flrp.progress import progress as progress_bar
 
-    bar = tqdm(total=result.total, initial=result.skipped, desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(result.total, initial=result.skipped, desc="sweep", unit="run", enabled=progress)
     pending: list[Any] = []
     try:
         # Ray retries a task whose worker died (max_retries); the retry resumes from the checkpoint.
