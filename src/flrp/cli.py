@@ -117,6 +117,15 @@ def cmd_collect(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(ns: argparse.Namespace) -> int:
+    from flrp.export import export_policy
+
+    path = export_policy(ns.model, ns.format, out=ns.out, safety=ns.safety, kl_samples=ns.kl_samples, seed=ns.seed)
+    outputs = "action, q_h, base_kl" if ns.safety else "action"
+    print(f"flrp: {path}: {ns.format} policy, deterministic, raw observations -> {outputs}")
+    return 0
+
+
 def cmd_tasks(ns: argparse.Namespace) -> int:
     from flrp.data.tasks import list_tasks
 
@@ -170,6 +179,14 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     c.add_argument("--work", default=None, help="directory for policies and episode chunks (default <out>/work-<SimId>-seed<seed>-<budget>); rerunning resumes from it")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    x = sub.add_parser("export", help="write a trained policy as one self-contained TorchScript or ONNX file (deterministic mode)")
+    x.add_argument("model", help="a run directory or a model.pt file")
+    x.add_argument("--format", default="torchscript", choices=["torchscript", "onnx"], help="torchscript (torch.jit.load) or onnx (any ONNX runtime; needs flrp[export]); default torchscript")
+    x.add_argument("--out", default=None, help="output file (default <run>/policy.pt or <run>/policy.onnx)")
+    x.add_argument("--safety", action="store_true", help="FLRP: also output Q_h of the chosen action and the base-space KL, to refuse actions the critic flags")
+    x.add_argument("--kl-samples", type=int, default=256, help="base samples fixed in the file for the KL estimate (default 256)")
+    x.add_argument("--seed", type=int, default=0, help="seed of those base samples (default 0)")
+
     sub.add_parser("sweep", help="run algos x datasets x seeds on Ray and write a Table-1 style report (flrp sweep --help)", add_help=False)
 
     k = sub.add_parser("tasks", help="list the task registry (DSRL constants)")
@@ -200,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = build_parser(algo_cls.name).parse_args(argv)
         if ns.command == "train":
             return cmd_train(ns, algo_cls)
-        commands = {"eval": cmd_eval, "info": cmd_info, "diagnose": cmd_diagnose, "collect": cmd_collect, "tasks": cmd_tasks}
+        commands = {"eval": cmd_eval, "info": cmd_info, "diagnose": cmd_diagnose, "collect": cmd_collect, "export": cmd_export, "tasks": cmd_tasks}
         return commands[ns.command](ns)
     except FlrpError as exc:
         print(f"flrp: error: {exc}", file=sys.stderr)
