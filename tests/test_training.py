@@ -91,3 +91,19 @@ def test_train_and_evaluate_is_one_call(tmp_path, monkeypatch):
     assert json.loads((res.out / "run.json").read_text())["config"] == dataclasses.asdict(config)
     with pytest.raises(FlrpError, match="expected a FLRPConfig, got BCSafeConfig"):
         train_and_evaluate(dataclasses.replace(job, algo="flrp"))
+
+
+@pytest.mark.parametrize("name, meaning", [("flrp", "every network"), ("bcq-lag", "the VAE's: --vae-hidden"), ("fisor", "the diffusion actor's: --actor-hidden"), ("cdt", "unused by CDT")])
+def test_hidden_says_what_it_sizes_for_each_algorithm(name, meaning):
+    text = " ".join(parse_help(name).split())
+    assert f"--hidden HIDDEN {get_algorithm(name).Config.help_of('hidden')} (default: 256; positive)" in text and meaning in text
+
+
+def parse_help(name: str) -> str:
+    import argparse
+
+    from flrp.training.flags import add_train_arguments
+
+    p = argparse.ArgumentParser(prog="flrp train")
+    add_train_arguments(p, get_algorithm(name))
+    return p.format_help()

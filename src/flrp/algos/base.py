@@ -78,6 +78,17 @@ class AlgoConfig:
 
     # Allowed ranges beyond flrp.algos.validation.FIELD_RANGES (field name -> Range); subclasses extend.
     field_ranges: ClassVar[dict[str, Range]] = {}
+    # What a field means for this method, where that differs (the flag's --help); subclasses extend.
+    field_help: ClassVar[dict[str, str]] = {"hidden": "width of the two hidden layers of every network"}
+
+    @classmethod
+    def help_of(cls, name: str) -> str:
+        """The most specific ``field_help`` entry of ``name`` along the class hierarchy ("" if none)."""
+        for klass in cls.__mro__:
+            text = vars(klass).get("field_help", {}).get(name)
+            if text is not None:
+                return str(text)
+        return ""
 
     def __post_init__(self) -> None:
         self.validate()

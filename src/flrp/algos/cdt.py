@@ -75,7 +75,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -105,6 +105,8 @@ class CDTConfig(AlgoConfig):
     """CDT hyperparameters; defaults from OSRL ``examples/configs/cdt_configs.py`` (CDTTrainConfig)
     unless noted. ``hidden`` and ``gamma`` of :class:`AlgoConfig` are unused (the width is
     ``embed_dim``; CDT's returns-to-go are undiscounted)."""
+
+    field_help: ClassVar[dict[str, str]] = {"hidden": "unused by CDT (the transformer's width is --embed-dim)"}
 
     # cdt_configs.py:40 update_steps 100_000 (MetaDrive configs 200_000, cdt_configs.py:572 and
     # on: pass --steps 200000 there; Table 4 says 1e6 for all).

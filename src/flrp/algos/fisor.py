@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -68,6 +68,8 @@ class FISORConfig(AlgoConfig):
       --actor-updates 1 --critic-batch-size none``, one actor step and the critics on the same
       512 rows. About FLRP's CPU time per step (0.16 s vs 0.13 s).
     """
+
+    field_help: ClassVar[dict[str, str]] = {"hidden": "width of the critics' hidden layers (the diffusion actor's: --actor-hidden)"}
 
     # FISOR max_steps = 1_000_001 (Table 4: 1e6).
     steps: int = 1_000_000

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -77,6 +77,8 @@ _DEFAULTS = {"latent_clamp": 0.25, "safe_threshold": 999.0}  # LSPC BCTrainConfi
 @dataclass
 class LSPCConfig(AlgoConfig):
     """LSPC's values from ``lspc_iql_configs.py`` (``BCTrainConfig``) unless noted."""
+
+    field_help: ClassVar[dict[str, str]] = {"hidden": "width of the critics', the CVAE's and the safety encoder's hidden layers"}
 
     # LSPC max_timesteps = 1e6 (Table 4: 1e6).
     steps: int = 1_000_000

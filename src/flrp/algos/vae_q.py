@@ -7,6 +7,7 @@ imports the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ __all__ = ["VAEQAlgorithm", "VAEQConfig"]
 class VAEQConfig(AlgoConfig):
     """Settings shared by OSRL's VAE-based Q-learners (BCQ-L ``bcql_configs.py`` and CPQ
     ``cpq_configs.py``, which agree on all of these)."""
+
+    field_help: ClassVar[dict[str, str]] = {"hidden": "width of the actor's and the critics' hidden layers (the VAE's: --vae-hidden)"}
 
     # OSRL update_steps 100_000 (bcql_configs.py:40, cpq_configs.py:38); MetaDrive configs
     # 200_000 (pass --steps 200000 there). The FLRP paper's Table 4 says 1e6 for every method;

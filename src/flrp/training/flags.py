@@ -88,7 +88,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
         rng = range_of(config_cls, f.name)  # the allowed range, checked when the config is built
         literal = typing.get_origin(tp) is typing.Literal
         shown = f"; {rng}" if rng != FINITE and tp is not bool and not literal else ""
-        kwargs: dict[str, Any] = {"dest": _DEST + f.name, "default": argparse.SUPPRESS, "help": f"(default: {f.default}{shown})"}
+        meaning = config_cls.help_of(f.name) if hasattr(config_cls, "help_of") else ""
+        kwargs: dict[str, Any] = {"dest": _DEST + f.name, "default": argparse.SUPPRESS, "help": f"{meaning + ' ' if meaning else ''}(default: {f.default}{shown})"}
         if tp is bool:
             group.add_argument(flag_of(f.name), action=argparse.BooleanOptionalAction, **kwargs)
             continue
