@@ -96,9 +96,8 @@ def test_predict_shape_and_bounds(name, tiny, dataset):
         assert batch.shape == (7, dataset.act_dim) and single.shape == (dataset.act_dim,)
         assert batch.dtype == np.float32 and np.isfinite(batch).all()
         assert np.all(np.abs(batch) <= bound + 1e-6)
-    if name != "fisor":  # FISOR's sampler chain is stochastic in either mode (FISOR.act)
-        obs = dataset.observations[:7]
-        np.testing.assert_array_equal(algo.predict(obs), algo.predict(obs))  # deterministic = repeatable
+    obs = dataset.observations[:7]
+    np.testing.assert_array_equal(algo.predict(obs), algo.predict(obs))  # deterministic = repeatable
     with pytest.raises(Exception, match=f"width {dataset.obs_dim}"):
         algo.predict(np.zeros((2, dataset.obs_dim + 2), np.float32))
 

@@ -9,7 +9,8 @@ Deterministic mode is what exports: FLRP starts the refiner from the base mode u
 paper's evaluation samples u_0 ~ N(0, I) instead); BCQ-L decodes the VAE prior's mode z = 0;
 CPQ takes the mean action; LSPC-O the encoder mean (LSPC-S z = 0). Not exportable: CDT (its
 actions condition on the episode so far, returns- and costs-to-go, which a stateless file cannot
-carry) and FISOR (its actions are samples of a diffusion chain; it has no deterministic mode).
+carry) and FISOR (it samples its diffusion chain in either mode; the deterministic one re-seeds
+the sampler at every call, so a state's noise depends on its place in the batch).
 
 For FLRP, ``safety=True`` adds two outputs per state, so a deployment can refuse an action the
 critics flag: ``q_h``, the feasibility critic's value Q_h(s, a) of the chosen action (> 0:
@@ -52,7 +53,7 @@ FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 NOT_EXPORTABLE = {
     "cdt": "CDT acts on the episode so far (returns- and costs-to-go and past steps); a stateless policy file cannot carry that context",
-    "fisor": "FISOR's actions are samples of a diffusion chain (it has no deterministic mode), which a policy file cannot reproduce",
+    "fisor": "FISOR samples its diffusion chain even in deterministic mode (from a re-seeded generator, so a state's noise depends on its place in the batch), which a policy file does not reproduce",
 }
 
 
