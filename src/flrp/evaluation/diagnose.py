@@ -155,7 +155,7 @@ class Diagnosis:
             "",
             f"**Verdict**: {self.verdict}",
             "",
-            f"| figure | value |",
+            "| figure | value |",
             "|---|---|",
             f"| violation onsets | {self.onsets} |",
         ]
@@ -247,7 +247,8 @@ def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cos
 def _verdict(d: Diagnosis) -> str:
     if d.onsets == 0:
         return "no violation in these episodes."
-    early = np.nanmean(d.recall_q[1 : min(d.horizon, 5) + 1]) if d.horizon >= 1 else d.recall_q[0]
+    seen = [x for x in d.recall_q[1 : min(d.horizon, 5) + 1] if np.isfinite(x)]
+    early = float(np.mean(seen)) if seen else d.recall_q[0]
     parts = []
     if not np.isfinite(early) or early < 0.5:
         parts.append(f"the critic is late: the taken action was flagged 1-5 steps before only {_fmt(early)} of {d.onsets} violations (a critic problem: train the critics longer or faster)")
