@@ -31,7 +31,7 @@ import torch
 from flrp.data.tasks import TaskSpec
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import normalized_cost, normalized_reward
-from flrp.evaluation.rollout import _groups
+from flrp.evaluation.rollout import _groups, _run_group
 from flrp.io import atomic_path, write_json, write_text
 
 __all__ = ["EpisodeTrace", "Diagnosis", "trace_episodes", "summarize", "diagnose", "plot_diagnosis"]
@@ -59,53 +59,63 @@ class EpisodeTrace:
         return out
 
 
-def trace_episodes(algo: Any, task: TaskSpec, seeds: list[int], deterministic: bool | None = None, samples: int = 16) -> list[EpisodeTrace]:
-    """Run the evaluation episodes (the same groups of seeds, each with its own acting-noise stream
-    as in :func:`flrp.evaluation.rollout.evaluate`) and record the critics' view of every step."""
-    from flrp.envs import make
+class _Recorder:
+    """Wraps a policy for :func:`flrp.evaluation.rollout.run_episodes` (its ``episode_runner``
+    protocol): acts exactly as evaluation does and records the critics' view of every step."""
 
+    def __init__(self, algo: Any, samples: int) -> None:
+        self.algo, self.samples = algo, samples
+        self.spec = algo._require_built()
+        self.gen = torch.Generator(device=algo.device)
+        self.recs: list[EpisodeTrace] = []
+
+    def seeded_noise(self, seed: int) -> Any:
+        # the acting noise is evaluation's own; the trace's samples get a stream of their own
+        self.gen.manual_seed(int(seed) * 7_919 + 17)
+        return self.algo.seeded_noise(seed)
+
+    def episode_runner(self, n: int) -> "_Recorder":
+        self.recs = [EpisodeTrace(-1) for _ in range(n)]
+        return self
+
+    def act(self, obs: np.ndarray, env_ids: np.ndarray, deterministic: bool) -> np.ndarray:
+        algo, spec = self.algo, self.spec
+        actions = algo.predict(obs, deterministic=deterministic)  # exactly what evaluation does
+        s = torch.as_tensor(spec.normalize_obs(obs.astype(np.float32)), device=algo.device)
+        a = torch.as_tensor(np.clip(actions / spec.action_bound, -1, 1).astype(np.float32), device=algo.device)
+        with algo.eval_mode():
+            tr = {k: v.float().cpu().numpy() for k, v in algo.safety_trace(s, a, self.samples, self.gen).items()}
+        for j, i in enumerate(env_ids):
+            rec = self.recs[i]
+            rec.obs.append(obs[j].copy())
+            rec.act.append(actions[j].copy())
+            for k in ("v_h", "q_h_taken", "any_feasible_prior", "any_feasible_refined"):
+                getattr(rec, k).append(tr[k][j].item())
+            rec.q_h_path.append(tr["q_h_path"][j])
+        return actions
+
+    def observe(self, env_ids: np.ndarray, rewards: np.ndarray, costs: np.ndarray) -> None:
+        for j, i in enumerate(env_ids):
+            self.recs[i].reward.append(float(rewards[j]))
+            self.recs[i].cost.append(float(costs[j]))
+
+
+def trace_episodes(algo: Any, task: TaskSpec, seeds: list[int], deterministic: bool | None = None, samples: int = 16) -> list[EpisodeTrace]:
+    """Run the evaluation episodes through evaluation's own loop and groups (each with its own
+    acting-noise stream, :func:`flrp.evaluation.rollout._run_group`) and record the critics' view
+    of every step."""
     if not hasattr(algo, "safety_trace"):
         raise FlrpError(f"flrp diagnose: algorithm '{algo.name}' has no HJ feasibility critics to diagnose (only flrp)")
     if samples < 1:
         raise FlrpError(f"--samples must be >= 1, got {samples}")
     det = algo.eval_deterministic if deterministic is None else deterministic
-    spec = algo._require_built()
+    recorder = _Recorder(algo, samples)
     traces: list[EpisodeTrace] = []
     for group in _groups(seeds):
-        gen = torch.Generator(device=algo.device)
-        gen.manual_seed(int(group[0]) * 7_919 + 17)
-        envs = [make(task.name) for _ in group]
-        try:
-            obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, group)])
-            recs = [EpisodeTrace(int(s)) for s in group]
-            alive = np.ones(len(group), dtype=bool)
-            with algo.seeded_noise(group[0]):
-                for _ in range(task.max_episode_steps):
-                    if not alive.any():
-                        break
-                    idx = np.flatnonzero(alive)
-                    actions = algo.predict(obs[idx], deterministic=det)  # exactly what evaluation does
-                    s = torch.as_tensor(spec.normalize_obs(obs[idx].astype(np.float32)), device=algo.device)
-                    a = torch.as_tensor(np.clip(actions / spec.action_bound, -1, 1).astype(np.float32), device=algo.device)
-                    with algo.eval_mode():
-                        tr = {k: v.float().cpu().numpy() for k, v in algo.safety_trace(s, a, samples, gen).items()}
-                    for j, i in enumerate(idx):
-                        rec = recs[i]
-                        rec.obs.append(obs[i].copy())
-                        rec.act.append(actions[j].copy())
-                        o, r, terminated, truncated, info = envs[i].step(actions[j])
-                        rec.reward.append(float(r))
-                        rec.cost.append(float(info.get("cost", 0.0)))
-                        for k in ("v_h", "q_h_taken", "any_feasible_prior", "any_feasible_refined"):
-                            getattr(rec, k).append(tr[k][j].item())
-                        rec.q_h_path.append(tr["q_h_path"][j])
-                        obs[i] = o
-                        if terminated or truncated:
-                            alive[i] = False
-            traces.extend(recs)
-        finally:
-            for env in envs:
-                env.close()
+        stats = _run_group(recorder, task, group, det)
+        for rec, st in zip(recorder.recs, stats):
+            rec.seed = st.seed
+        traces.extend(recorder.recs)
     return traces
 
 
