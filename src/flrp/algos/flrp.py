@@ -531,9 +531,8 @@ class FLRP(Algorithm):
         B, Z = obs.shape[0], self.latent_dim
         gen = generator if generator is not None else self._noise_gen
 
-        def q_h(s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            z, _ = m["prior"](u, s)
-            return m["q_h"](s, m["decoder"].mean(torch.cat([s, z], -1))).max(0).values
+        def q_h(s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # Q_h of a_bar(s, u), u already refined
+            return m["q_h"](s, self.decode_base(s, u, steps=0)).max(0).values
 
         u = torch.randn(B, Z, device=obs.device, generator=gen)
         path = [q_h(obs, u)]
