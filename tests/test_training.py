@@ -10,9 +10,11 @@ import pytest
 
 import flrp.algos  # noqa: F401  (registers every algorithm)
 from flrp.algos.registry import ALGORITHMS, get_algorithm
+from flrp.data.tasks import get_task
 from flrp.errors import FlrpError
 from flrp.training import EvalOptions, TrainJob, job_argv, job_from_namespace, parse_train_argv, train_and_evaluate
 from flrp.training.flags import config_argv, config_fields, config_value
+from flrp.training.run import task_config
 
 
 def _changed(config_cls: type) -> dict[str, typing.Any]:
@@ -107,3 +109,24 @@ def parse_help(name: str) -> str:
     p = argparse.ArgumentParser(prog="flrp train")
     add_train_arguments(p, get_algorithm(name))
     return p.format_help()
+
+
+@pytest.mark.parametrize("name", ["bc-safe", "bcq-lag", "cpq", "cdt", "flrp"])
+def test_steps_left_at_the_default_follow_the_sources_per_suite_value(name):
+    """OSRL's MetaDrive configs train 200k steps, its Bullet/Safety-Gymnasium configs 100k: a job
+    without --steps gets the suite's value once the task is known; --steps always wins, and the
+    command line of a default job stays without --steps (so it parses back to a default job)."""
+    algo_cls = get_algorithm(name)
+    job = job_from_namespace(algo_cls, parse_train_argv(algo_cls, ["--algo", name, "--dataset", "toy"]))
+    assert job.default_steps and "--steps" not in job_argv(job)
+    assert job_from_namespace(algo_cls, parse_train_argv(algo_cls, job_argv(job)[1:])) == job
+    metadrive, bullet = get_task("EasySparse"), get_task("BallRun")
+    osrl = name != "flrp"  # FISOR, LSPC and FLRP have one budget for every suite
+    assert task_config(job, algo_cls, metadrive).steps == (200_000 if osrl else algo_cls.Config.steps)
+    assert task_config(job, algo_cls, bullet).steps == algo_cls.Config.steps == (100_000 if osrl else 1_000_000)
+    assert task_config(job, algo_cls, None) == job.config
+    given = job_from_namespace(algo_cls, parse_train_argv(algo_cls, ["--algo", name, "--dataset", "toy", "--steps", "300"]))
+    assert not given.default_steps and task_config(given, algo_cls, metadrive).steps == 300
+    if algo_cls.presets.get("fast", {}).get("steps"):  # a preset's steps are chosen steps
+        fast = job_from_namespace(algo_cls, parse_train_argv(algo_cls, ["--algo", name, "--dataset", "toy", "--preset", "fast"]))
+        assert not fast.default_steps and task_config(fast, algo_cls, metadrive).steps == algo_cls.presets["fast"]["steps"]

@@ -124,6 +124,9 @@ class Algorithm(abc.ABC):
     progress_keys: ClassVar[tuple[str, ...]] = ()
     # Named config overrides (``flrp train --preset NAME``); empty: the defaults only.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Default gradient steps per task suite where the source differs from ``Config.steps`` (e.g.
+    # OSRL's MetaDrive configs: 200k); used when neither --steps nor the preset gives steps.
+    suite_steps: ClassVar[dict[str, int]] = {}
 
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> AlgoConfig:

@@ -26,7 +26,7 @@ __all__ = ["BCConfig", "BC", "BCSafe", "BCSafeConfig"]
 @dataclass
 class BCConfig(AlgoConfig):
     # OSRL bc_configs.py:33 update_steps 100_000; its MetaDrive configs 200_000 (bc_configs.py:250
-    # and on: pass --steps 200000 there). The paper's Table 4 says 1e6 for all methods.
+    # and on: BC.suite_steps, used when --steps is not given). The paper's Table 4 says 1e6.
     steps: int = 100_000
     # OSRL bc_configs.py: actor_lr 1e-3.
     lr: float = 1e-3
@@ -48,6 +48,7 @@ class BC(Algorithm):
     name = "bc-all"
     Config = BCConfig
     config: BCConfig
+    suite_steps = {"metadrive": 200_000}  # OSRL bc_configs.py:250 and on
 
     def _build(self, spec: DataSpec) -> None:
         self.modules["actor"] = DeterministicActor(spec.obs_dim, spec.act_dim, self.config.hidden_sizes)

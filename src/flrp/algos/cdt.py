@@ -109,7 +109,7 @@ class CDTConfig(AlgoConfig):
     field_help: ClassVar[dict[str, str]] = {"hidden": "unused by CDT (the transformer's width is --embed-dim)"}
 
     # cdt_configs.py:40 update_steps 100_000 (MetaDrive configs 200_000, cdt_configs.py:572 and
-    # on: pass --steps 200000 there; Table 4 says 1e6 for all).
+    # on: CDT.suite_steps, used when --steps is not given; Table 4 says 1e6 for all).
     steps: int = 100_000
     # OSRL trains CDT on raw observations (examples/train/train_cdt.py:79 wraps the env with
     # reward_scale only).
@@ -352,6 +352,7 @@ class CDT(Algorithm):
     name = "cdt"
     Config = CDTConfig
     config: CDTConfig
+    suite_steps = {"metadrive": 200_000}  # OSRL cdt_configs.py:572 and on
 
     def __init__(self, config: CDTConfig | None = None, device: str | torch.device = "auto") -> None:
         super().__init__(config, device)

@@ -29,7 +29,7 @@ class VAEQConfig(AlgoConfig):
     field_help: ClassVar[dict[str, str]] = {"hidden": "width of the actor's and the critics' hidden layers (the VAE's: --vae-hidden)"}
 
     # OSRL update_steps 100_000 (bcql_configs.py:40, cpq_configs.py:38); MetaDrive configs
-    # 200_000 (pass --steps 200000 there). The FLRP paper's Table 4 says 1e6 for every method;
+    # 200_000 (VAEQAlgorithm.suite_steps, used when --steps is not given). The FLRP paper's Table 4 says 1e6 for every method;
     # we keep OSRL's default, pass --steps 1000000 to match Table 4.
     steps: int = 100_000
     # OSRL batch_size 512, gamma 0.99, a/c hidden [256, 256] (= Table 4): inherited.
@@ -79,6 +79,7 @@ class VAEQAlgorithm(Algorithm):
     """What OSRL's VAE-based Q-learners (BCQ-L, CPQ) share: their optimisers and reward/cost scaling."""
 
     config: VAEQConfig
+    suite_steps = {"metadrive": 200_000}  # OSRL bcql_configs.py / cpq_configs.py MetaDrive entries
 
     def _osrl_vae(self, spec: DataSpec) -> ConditionalVAE:
         """OSRL's VAE (``osrl/common/net.py:VAE``): latent 2 * act_dim, log-std in [-4, 15], prior

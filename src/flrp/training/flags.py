@@ -188,7 +188,8 @@ def add_train_arguments(t: argparse.ArgumentParser, algo_cls: type[Algorithm], a
     t.add_argument("--dataset", required=True, help="path to a DSRL-format .hdf5 file, or 'toy' (the embedded dataset)")
     t.add_argument("--algo", default="flrp", choices=sorted(algo_names) or None, help="algorithm (default flrp)")
     t.add_argument("--task", default=None, help="task name for evaluation and normalisation (default: inferred from the dataset)")
-    t.add_argument("--steps", type=int, default=None, help=f"gradient steps (default {algo_cls.Config.steps})")
+    per_suite = "".join(f"; {n} on {suite}" for suite, n in sorted(algo_cls.suite_steps.items()))
+    t.add_argument("--steps", type=int, default=None, help=f"gradient steps (default {algo_cls.Config.steps}{per_suite})")
     t.add_argument("--out", default=None, help="run directory (default runs/<algo>-<task>-seed<seed>)")
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     t.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS; positive)")
@@ -231,11 +232,12 @@ def job_from_namespace(algo_cls: type[Algorithm], ns: argparse.Namespace, overri
 
     config = config_from_namespace(algo_cls, ns, overrides)
     preset = (overrides or {}).get(PRESET, getattr(ns, "preset", None))
+    chosen = getattr(ns, "steps", None) is not None or STEPS in (overrides or {}) or (preset is not None and STEPS in algo_cls.presets.get(preset, {}))
     evaluation = EvalOptions(episodes=ns.episodes, seed=ns.eval_seed, workers=ns.workers, deterministic=ns.deterministic)
     return TrainJob(
         algo=algo_cls.name, dataset=str(ns.dataset), config=config, task=ns.task, out=ns.out, preset=preset, device=str(ns.device),
         threads=ns.threads, log_every=ns.log_every, checkpoint_every=ns.checkpoint_every, resume=ns.resume, overwrite=ns.overwrite,
-        tensorboard=ns.tensorboard, progress=not ns.quiet, evaluation=evaluation,
+        tensorboard=ns.tensorboard, progress=not ns.quiet, evaluation=evaluation, default_steps=not chosen,
     )
 
 
@@ -251,7 +253,9 @@ def job_argv(job: TrainJob) -> list[str]:
         value = getattr(job, field)
         if value != getattr(plain, field):
             argv += [flag, str(value)]
-    argv += ["--seed", str(job.config.seed), "--steps", str(job.config.steps)]
+    argv += ["--seed", str(job.config.seed)]
+    if not job.default_steps:  # a default stays a default: the per-suite steps apply (TrainJob.default_steps)
+        argv += ["--steps", str(job.config.steps)]
     if job.preset is not None:
         argv += ["--preset", job.preset]
     for flag, on in (("--no-resume", not job.resume), ("--overwrite", job.overwrite), ("--tensorboard", job.tensorboard), ("--quiet", not job.progress)):

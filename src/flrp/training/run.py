@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from flrp.data.tasks import TaskSpec
     from flrp.evaluation.rollout import EvalResult
 
-__all__ = ["EvalOptions", "RunResult", "TrainJob", "default_run_dir", "evaluate_run", "resolve_model", "train_and_evaluate"]
+__all__ = ["EvalOptions", "RunResult", "TrainJob", "default_run_dir", "evaluate_run", "resolve_model", "task_config", "train_and_evaluate"]
 
 Say = Callable[[str], None]
 
@@ -75,6 +75,8 @@ class TrainJob:
         tensorboard: also log to ``<out>/tb``.
         progress: show training progress (bars on a terminal, periodic lines otherwise).
         evaluation: how to evaluate after training.
+        default_steps: ``config.steps`` is the default, not chosen (no ``--steps``, no preset value):
+            once the task is known, the algorithm's per-suite default (``suite_steps``) replaces it.
     """
 
     algo: str
@@ -92,6 +94,7 @@ class TrainJob:
     tensorboard: bool = False
     progress: bool = True
     evaluation: EvalOptions = field(default_factory=EvalOptions)
+    default_steps: bool = False
 
 
 @dataclass
@@ -118,6 +121,14 @@ class RunResult:
 def default_run_dir(algo: str, stem: str, seed: int) -> Path:
     """``runs/<algo>-<dataset stem or task>-seed<seed>``."""
     return Path("runs") / f"{algo}-{stem}-seed{seed}"
+
+
+def task_config(job: TrainJob, algo_cls: type[Algorithm], task: TaskSpec | None) -> AlgoConfig:
+    """``job.config``, with the algorithm's per-suite steps (``Algorithm.suite_steps``) where the
+    job left steps at the default and the task's suite has its own (OSRL's MetaDrive: 200k)."""
+    if job.default_steps and task is not None and task.suite in algo_cls.suite_steps:
+        return dataclasses.replace(job.config, steps=algo_cls.suite_steps[task.suite])
+    return job.config
 
 
 def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
@@ -155,14 +166,15 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
     ds, task = resolve_dataset(job.dataset, job.task)
     if task is not None and (job.evaluation.episodes > 0 or job.task is not None):
         check_task_fits(ds.obs_dim, ds.act_dim, task, f"dataset {ds.source}")
+    config = task_config(job, algo_cls, task)
     stem = task.name if task else Path(job.dataset).stem
-    out = ensure_dir(Path(job.out) if job.out else default_run_dir(algo_cls.name, stem, job.config.seed), "--out")
+    out = ensure_dir(Path(job.out) if job.out else default_run_dir(algo_cls.name, stem, config.seed), "--out")
     if job.threads is not None:
         set_threads(job.threads)
     with run_lock(out):
-        say(f"flrp: training {algo_cls.name} on {ds.source} ({len(ds)} transitions, {ds.num_episodes} episodes) for {job.config.steps} steps -> {out}")
-        algo = algo_cls(job.config, device=device)
-        run_info = {"algo": algo_cls.name, "dataset": job.dataset, "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(job.config)}
+        say(f"flrp: training {algo_cls.name} on {ds.source} ({len(ds)} transitions, {ds.num_episodes} episodes) for {config.steps} steps -> {out}")
+        algo = algo_cls(config, device=device)
+        run_info = {"algo": algo_cls.name, "dataset": job.dataset, "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
         history = algo.fit(ds, run_dir=out, log_every=job.log_every, checkpoint_every=job.checkpoint_every, resume=job.resume, progress=job.progress,
                            tensorboard=job.tensorboard, overwrite=job.overwrite, run_info=run_info)
         result = RunResult(out=out, algo=algo, history=history, task=task)
@@ -171,7 +183,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
         if task is None:
             say("flrp: no task known for this dataset (pass --task NAME to evaluate on its simulator); skipping evaluation")
             return result
-        options = dataclasses.replace(job.evaluation, cost_limit=job.config.cost_limit)
+        options = dataclasses.replace(job.evaluation, cost_limit=config.cost_limit)
         result.evaluation, result.report = evaluate_run(out / "model.pt", task, out, options, algo=algo, dataset=ds, say=say)
         return result
 
