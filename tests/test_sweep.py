@@ -59,7 +59,7 @@ def _evals(out: Path, algo: str) -> list[dict]:
 
 def _table_rows(md: str) -> list[list[str]]:
     lines = md.splitlines()
-    start = lines.index("| task | algorithm | seeds | normalized reward ↑ | normalized cost ↓ | safe |") + 2
+    start = lines.index("| task | algorithm | seeds | normalized reward ↑ | normalized cost ↓ | safe | core-min |") + 2
     rows = []
     for line in lines[start:]:
         if not line.startswith("|"):
@@ -108,8 +108,12 @@ def test_report_matches_eval_json(sweep_dir):
         cost = np.array([e["norm_cost_mean"] for e in ev])
         expected[algo] = (rew.mean(), rew.std(), cost.mean(), cost.std(), cost.mean() <= 1.0)
     best = max((v[0] for v in expected.values() if v[4]), default=None)
-    for _task, algo, _, reward, cost, verdict in rows:
+    timing = {a: [json.loads((sweep_dir / a / "toy" / f"seed{s}" / "timing.json").read_text()) for s in SEEDS] for a in ALGOS}
+    for _task, algo, _, reward, cost, verdict, minutes in rows:
         r_mean, r_std, c_mean, c_std, safe = expected[algo]
+        # CPU seconds of training and evaluation, each positive, summed per run, averaged over seeds
+        assert all(t[k] > 0 for t in timing[algo] for k in ("train_cpu_s", "eval_cpu_s", "train_wall_s", "eval_wall_s")), timing[algo]
+        assert minutes == f"{np.mean([(t['train_cpu_s'] + t['eval_cpu_s']) / 60 for t in timing[algo]]):.0f}"
         assert verdict == ("safe" if safe else "unsafe")
         assert cost == f"{c_mean:.2f} ± {c_std:.2f}"
         plain = f"{r_mean:.2f} ± {r_std:.2f}"
@@ -121,6 +125,8 @@ def test_report_matches_eval_json(sweep_dir):
         ev = json.loads((sweep_dir / r["dir"] / "eval.json").read_text())
         assert math.isclose(float(r["norm_reward"]), ev["norm_reward_mean"]) and math.isclose(float(r["norm_cost"]), ev["norm_cost_mean"])
         assert r["safe"] == str(ev["safe"]) and r["task"] == "ToyHazard"
+        t = json.loads((sweep_dir / r["dir"] / "timing.json").read_text())
+        assert math.isclose(float(r["core_min"]), (t["train_cpu_s"] + t["eval_cpu_s"]) / 60)
 
 
 def test_report_subcommand_rebuilds_the_report(sweep_dir, capsys):
@@ -236,6 +242,8 @@ def test_table_marks_safe_entries_and_bolds_the_best_safe_reward(tmp_path):
     for algo, seeds in runs.items():
         for seed, (r, c) in enumerate(seeds):
             _fake_run(tmp_path, f"{algo}/toy/seed{seed}", algo, seed, r, c)
+    for seed, cpu in enumerate((90.0, 210.0)):  # only "a" has timing: (1.5 + 3.5) / 2 = 2.5 core-minutes per run
+        (tmp_path / f"a/toy/seed{seed}/timing.json").write_text(json.dumps({"train_cpu_s": cpu - 30, "eval_cpu_s": 30.0, "train_wall_s": cpu, "eval_wall_s": 40.0}))
     (tmp_path / "sweep.json").write_text(json.dumps({"settings": {}, "runs": [
         *({"dir": f"{a}/toy/seed{s}", "algo": a, "dataset": "toy", "stem": "toy", "seed": s} for a in runs for s in range(2)),
         {"dir": "c/toy/seed2", "algo": "c", "dataset": "toy", "stem": "toy", "seed": 2},  # requested, never ran
@@ -243,9 +251,9 @@ def test_table_marks_safe_entries_and_bolds_the_best_safe_reward(tmp_path):
     paths = write_report(tmp_path)
     rows = _table_rows(paths["md"].read_text())
     assert rows == [
-        ["ToyHazard", "a", "2", "0.90 ± 0.00", "1.40 ± 0.10", "unsafe"],
-        ["ToyHazard", "b", "2", "**0.70 ± 0.10**", "0.95 ± 0.45", "safe"],
-        ["ToyHazard", "c", "2/3", "0.50 ± 0.00", "0.10 ± 0.10", "safe"],
+        ["ToyHazard", "a", "2", "0.90 ± 0.00", "1.40 ± 0.10", "unsafe", "2"],
+        ["ToyHazard", "b", "2", "**0.70 ± 0.10**", "0.95 ± 0.45", "safe", "—"],
+        ["ToyHazard", "c", "2/3", "0.50 ± 0.00", "0.10 ± 0.10", "safe", "—"],
     ]
     md = paths["md"].read_text()
     assert "| ToyHazard | 0.90 | 1.40 ✗ | **0.70** | 0.95 | 0.50 | 0.10 |" in md

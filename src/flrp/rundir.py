@@ -22,7 +22,7 @@ __all__ = ["LOCK_NAME", "RUN_FILES", "run_lock", "start_fresh", "clean_temp_file
 
 LOCK_NAME = ".lock"
 # Files of one run; a fresh start moves those present aside together, with one suffix ".old-N".
-RUN_FILES = ("model.pt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "config.json", "run.json", "eval.json", "eval.md")
+RUN_FILES = ("model.pt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "config.json", "run.json", "eval.json", "eval.md", "timing.json")
 
 
 def _record_pid(fd: int) -> None:

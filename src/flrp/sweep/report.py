@@ -103,6 +103,8 @@ class RunRecord:
         norm_reward, norm_cost: means over the run's evaluation episodes.
         return_mean, cost_mean: raw episode return and cost, means over episodes.
         safe: the run's own verdict (its mean normalized cost <= 1).
+        core_min, wall_min: CPU minutes (user + system, evaluation workers included) and wall
+            minutes of training plus evaluation, from the run's ``timing.json`` (NaN without one).
         ep_norm_reward, ep_norm_cost: per-episode normalized scores (for the intervals; not in
             ``results.csv``); empty if the task's constants are unknown.
     """
@@ -121,6 +123,8 @@ class RunRecord:
     return_mean: float = math.nan
     cost_mean: float = math.nan
     safe: bool | None = None
+    core_min: float = math.nan
+    wall_min: float = math.nan
     ep_norm_reward: tuple[float, ...] = ()
     ep_norm_cost: tuple[float, ...] = ()
 
@@ -145,6 +149,7 @@ class GroupSummary:
         safe: mean normalized cost <= 1 (``None`` without results); ``best``: bold in the table.
         cost_limits: the distinct cost limits of its runs.
         reward_seeds, cost_seeds: the per-seed values (for the plot).
+        core_min: mean CPU minutes per evaluated run (NaN if no run has a ``timing.json``).
     """
 
     task: str
@@ -160,6 +165,7 @@ class GroupSummary:
     cost_limits: tuple[float, ...]
     reward_seeds: tuple[float, ...]
     cost_seeds: tuple[float, ...]
+    core_min: float = math.nan
 
 
 # ---------------------------------------------------------------- collecting
@@ -238,6 +244,10 @@ def collect_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
             rec.cost_mean = float(ev.get("cost_mean", math.nan))
             rec.safe = bool(ev.get("safe", is_safe(rec.norm_cost)))
             rec.ep_norm_reward, rec.ep_norm_cost = _episode_scores(ev, rec.cost_limit)
+            timing = _read_json(run_dir / "timing.json") or {}
+            if "train_cpu_s" in timing and "eval_cpu_s" in timing:
+                rec.core_min = (float(timing["train_cpu_s"]) + float(timing["eval_cpu_s"])) / 60
+                rec.wall_min = (float(timing.get("train_wall_s", math.nan)) + float(timing.get("eval_wall_s", math.nan))) / 60
         elif (run_dir / "checkpoint.pt").exists():
             rec.status = "partial"
         elif run_json is not None:
@@ -295,6 +305,7 @@ def summarize(records: Sequence[RunRecord]) -> list[GroupSummary]:
             cost_limits=tuple(sorted({r.cost_limit for r in done})),
             reward_seeds=tuple(float(x) for x in rew),
             cost_seeds=tuple(float(x) for x in cost),
+            core_min=_mean_known([r.core_min for r in done]),
         ))
     for task in task_order:
         safe = [g for g in out if g.task == task and g.safe]
@@ -303,6 +314,11 @@ def summarize(records: Sequence[RunRecord]) -> list[GroupSummary]:
             for g in safe:
                 g.best = g.reward_mean == top
     return out
+
+
+def _mean_known(values: Sequence[float]) -> float:
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else math.nan
 
 
 def _pm(mean: float, std: float) -> str:
@@ -326,10 +342,11 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
         f"{len(evaluated)} of {len(records)} runs evaluated{f' in `{root}`' if root else ''}. "
         f"Normalized reward (Eq. 39) and normalized cost (Eq. 40, cost limit {limit_txt}), mean ± std over seeds; "
         "each seed's value is the mean over its evaluation episodes. Safe iff the mean normalized cost is ≤ 1. "
-        "**Bold**: the best reward among the safe algorithms of a task.",
+        "**Bold**: the best reward among the safe algorithms of a task. "
+        "Core-min: CPU minutes per run, training plus evaluation (`timing.json`; — where a run has none).",
         "",
-        "| task | algorithm | seeds | normalized reward ↑ | normalized cost ↓ | safe |",
-        "|---|---|---|---|---|---|",
+        "| task | algorithm | seeds | normalized reward ↑ | normalized cost ↓ | safe | core-min |",
+        "|---|---|---|---|---|---|---|",
     ]
     for g in groups:
         reward = _pm(g.reward_mean, g.reward_std)
@@ -337,7 +354,8 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
             reward = f"**{reward}**"
         seeds = str(g.seeds) if g.seeds == g.expected else f"{g.seeds}/{g.expected}"
         verdict = "—" if g.safe is None else ("safe" if g.safe else "unsafe")
-        lines.append(f"| {_cell(g.task)} | {_cell(g.label)} | {seeds} | {reward} | {_pm(g.cost_mean, g.cost_std)} | {verdict} |")
+        minutes = "—" if math.isnan(g.core_min) else f"{g.core_min:.0f}"
+        lines.append(f"| {_cell(g.task)} | {_cell(g.label)} | {seeds} | {reward} | {_pm(g.cost_mean, g.cost_std)} | {verdict} | {minutes} |")
 
     tasks = list(dict.fromkeys(g.task for g in groups))
     algos = list(dict.fromkeys(g.label for g in groups))

@@ -10,6 +10,7 @@ then the run directory (:mod:`flrp.rundir`): nothing is written before all pass.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -118,6 +119,37 @@ class RunResult:
     report: dict[str, Any] | None = None
 
 
+TIMING_NAME = "timing.json"
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its waited-for children (evaluation
+    workers): core-seconds, what a run costs whatever else shares the machine."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def add_timing(out: Path, phase: str, wall: float, cpu: float) -> dict[str, float]:
+    """Add one invocation's ``phase`` (``train`` or ``eval``) wall and CPU seconds to
+    ``<out>/timing.json`` (summed over the invocations that completed the phase: a resumed run
+    adds up; a killed invocation's share is not counted). Returns the file's contents."""
+    from flrp.files import read_json, write_json
+
+    path = out / TIMING_NAME
+    timing: dict[str, float] = {}
+    if path.exists():
+        try:
+            timing = {k: float(v) for k, v in read_json(path).items()}
+        except (FlrpError, ValueError, TypeError, AttributeError):
+            timing = {}  # an unreadable record is replaced, never fatal to the run
+    timing[f"{phase}_wall_s"] = timing.get(f"{phase}_wall_s", 0.0) + wall
+    timing[f"{phase}_cpu_s"] = timing.get(f"{phase}_cpu_s", 0.0) + cpu
+    write_json(path, timing)
+    return timing
+
+
 def default_run_dir(algo: str, stem: str, seed: int) -> Path:
     """``runs/<algo>-<dataset stem or task>-seed<seed>``."""
     return Path("runs") / f"{algo}-{stem}-seed{seed}"
@@ -154,6 +186,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
     from flrp.training.datasets import resolve_dataset
     from flrp.training.flags import set_threads
 
+    wall0, cpu0 = time.perf_counter(), cpu_seconds()
     algo_cls = get_algorithm(job.algo)
     if job.threads is not None:
         check_number("--threads", job.threads, POSITIVE)
@@ -177,6 +210,8 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
         run_info = {"algo": algo_cls.name, "dataset": job.dataset, "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
         history = algo.fit(ds, run_dir=out, log_every=job.log_every, checkpoint_every=job.checkpoint_every, resume=job.resume, progress=job.progress,
                            tensorboard=job.tensorboard, overwrite=job.overwrite, run_info=run_info)
+        wall1, cpu1 = time.perf_counter(), cpu_seconds()
+        add_timing(out, "train", wall1 - wall0, cpu1 - cpu0)
         result = RunResult(out=out, algo=algo, history=history, task=task)
         if job.evaluation.episodes == 0:
             return result
@@ -185,6 +220,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
             return result
         options = dataclasses.replace(job.evaluation, cost_limit=config.cost_limit)
         result.evaluation, result.report = evaluate_run(out / "model.pt", task, out, options, algo=algo, dataset=ds, say=say)
+        add_timing(out, "eval", time.perf_counter() - wall1, cpu_seconds() - cpu1)
         return result
 
 
