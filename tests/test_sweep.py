@@ -261,3 +261,50 @@ def test_table_marks_safe_entries_and_bolds_the_best_safe_reward(tmp_path):
     groups = summarize(collect_runs(tmp_path))
     assert [g.best for g in groups] == [False, True, False]
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+class _FakeRay:
+    """Just enough of Ray for _dispatch: records the resources each task asks for and runs it inline."""
+
+    class exceptions:  # noqa: N801  (mirrors ray.exceptions)
+        RayError = RuntimeError
+
+    def __init__(self) -> None:
+        self.resources: list[dict] = []
+
+    def remote(self, **resources):
+        self.resources.append(resources)
+
+        def wrap(fn):
+            class Task:
+                @staticmethod
+                def remote(*args):
+                    return object()  # a reference
+
+            return Task
+
+        return wrap
+
+    def wait(self, pending, num_returns=1):
+        return pending[:1], pending[1:]
+
+    def get(self, ref):
+        return {"code": 0, "tail": ""}
+
+
+@pytest.mark.parametrize("gpus, expected", [(0.0, {"num_cpus": 1}), (0.25, {"num_cpus": 1, "num_gpus": 0.25})])
+def test_each_run_reserves_one_cpu_and_the_requested_gpu_share(gpus, expected, tmp_path):
+    from flrp.sweep.runner import SweepResult, _dispatch
+    from flrp.sweep.spec import SweepSettings, build_jobs, expand
+
+    specs = expand(["bc-all"], ["toy"], [0], {})
+    fake = _FakeRay()
+    result = SweepResult(out=tmp_path, total=1)
+    _dispatch(fake, build_jobs(specs, tmp_path, SweepSettings(steps=3, episodes=0)), tmp_path, result, progress=False, gpus_per_run=gpus)
+    assert fake.resources == [expected] and result.completed == 1
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5"])
+def test_a_bad_gpu_share_is_one_line(value, tmp_path, capsys):
+    assert sweep_main(["--algos", "bc-all", "--datasets", "toy", "--out", str(tmp_path), "--gpus-per-run", value, "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == f"flrp: error: --gpus-per-run must be a fraction in [0, 1] or a whole number, got {float(value)}"

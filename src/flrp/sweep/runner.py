@@ -155,6 +155,7 @@ def run_sweep(
     *,
     address: str | None = None,
     num_cpus: int | None = None,
+    gpus_per_run: float = 0.0,
     progress: bool = True,
     report: bool = True,
 ) -> SweepResult:
@@ -167,6 +168,8 @@ def run_sweep(
         address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``); ``None`` starts a
             local instance. Ignored if Ray is already initialised (then it is left running).
         num_cpus: slots of a local instance (default: the machine's cores); one run per slot.
+        gpus_per_run: GPUs Ray reserves for each run (0: CPU runs; 0.25: four runs share a GPU).
+            Ray points each run at its GPU (``CUDA_VISIBLE_DEVICES``) and ``--device auto`` uses it.
         progress: show a progress bar over runs (stderr).
         report: write ``results.{md,csv,png}`` afterwards.
 
@@ -197,7 +200,7 @@ def run_sweep(
                 from flrp.collect.toy import toy_dataset_path
 
                 toy_dataset_path()  # generate once here rather than in every worker at once
-            _dispatch(ray, {s: jobs[s] for s in todo}, root, result, progress)
+            _dispatch(ray, {s: jobs[s] for s in todo}, root, result, progress, gpus_per_run)
     finally:
         if started:
             ray.shutdown()
@@ -208,7 +211,7 @@ def run_sweep(
     return result
 
 
-def _dispatch(ray: Any, todo: dict[RunSpec, TrainJob], root: Path, result: SweepResult, progress: bool) -> None:
+def _dispatch(ray: Any, todo: dict[RunSpec, TrainJob], root: Path, result: SweepResult, progress: bool, gpus_per_run: float = 0.0) -> None:
     """Submit one task per run to the initialised Ray, collect results as they finish."""
     from flrp.progress import progress as progress_bar
 
@@ -216,7 +219,7 @@ def _dispatch(ray: Any, todo: dict[RunSpec, TrainJob], root: Path, result: Sweep
     pending: list[Any] = []
     try:
         # Ray retries a task whose worker died (max_retries); the retry resumes from the checkpoint.
-        task = ray.remote(num_cpus=1)(_train_task)
+        task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_train_task) if gpus_per_run > 0 else ray.remote(num_cpus=1)(_train_task)
         env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
         refs = {task.remote(job, str(root / s.rel_dir / LOG_NAME), env): s for s, job in todo.items()}
         pending = list(refs)
@@ -261,6 +264,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V1,V2", help="config override grid, repeatable (e.g. --set refine_steps=1,3,5)")
     p.add_argument("--address", default=None, help="join this Ray cluster ('auto' = the one `ray start` made); default: start a local instance")
     p.add_argument("--num-cpus", type=int, default=None, help="slots of the local Ray instance = runs at once (default: CPU count)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs reserved per run (default 0; e.g. 0.25: four runs share a GPU, each still one CPU)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their flrp train commands; start nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -301,6 +305,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
             raise FlrpError(f"--episodes must be >= 0, got {ns.episodes}")
         if ns.num_cpus is not None and ns.num_cpus < 1:
             raise FlrpError(f"--num-cpus must be >= 1, got {ns.num_cpus}")
+        if ns.gpus_per_run < 0 or (ns.gpus_per_run > 1 and not float(ns.gpus_per_run).is_integer()):
+            raise FlrpError(f"--gpus-per-run must be a fraction in [0, 1] or a whole number, got {ns.gpus_per_run}")
         specs = expand(split_list(ns.algos), ns.datasets, parse_seeds(ns.seeds), parse_overrides(ns.overrides))
         settings = SweepSettings(steps=ns.steps, episodes=ns.episodes, extra=tuple(extra))
         out = Path(ns.out).expanduser().resolve()
@@ -316,7 +322,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         counts = ", ".join(f"{status.count(k)} {v}" for k, v in names.items() if status.count(k))
         where = f"Ray cluster at {ns.address}" if ns.address else f"local Ray, {ns.num_cpus or os.cpu_count() or 1} CPUs"
         print(f"flrp: sweep: {len(specs)} runs ({counts}) -> {out} ({where}; per-run logs in <run>/{LOG_NAME})")
-        res = run_sweep(specs, out, settings, address=ns.address, num_cpus=ns.num_cpus, progress=not ns.quiet)
+        res = run_sweep(specs, out, settings, address=ns.address, num_cpus=ns.num_cpus, gpus_per_run=ns.gpus_per_run, progress=not ns.quiet)
         print(f"flrp: sweep: {res.completed} run(s) finished, {res.skipped} already done, {len(res.failed)} failed")
         if res.report:
             print(_report_lines(res.report))
