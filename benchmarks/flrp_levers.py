@@ -24,9 +24,9 @@ import torch  # noqa: E402
 
 from flrp.algos import Algorithm  # noqa: E402
 from flrp.algos.flrp import FLRP, FLRP_PRESETS  # noqa: E402
-from flrp.datasets import resolve_dataset  # noqa: E402
 from flrp.evaluation.diagnose import plot_diagnosis, summarize, trace_episodes  # noqa: E402
-from flrp.io import write_json, write_text  # noqa: E402
+from flrp.files import write_json, write_text  # noqa: E402
+from flrp.training.datasets import resolve_dataset  # noqa: E402
 
 FAST = {k: v for k, v in FLRP_PRESETS["fast"].items() if k not in ("steps", "hidden")}
 VARIANTS: dict[str, dict[str, object]] = {

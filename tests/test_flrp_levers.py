@@ -11,7 +11,7 @@ import torch
 from flrp.algos import FLRP, FLRPConfig
 from flrp.algos.flrp import FLRP_PRESETS, flow_weights, select_candidates
 from flrp.data.dataset import OfflineDataset
-from flrp.nn.feasibility import behaviour_hj_value
+from flrp.nn.critic_losses import behaviour_hj_value
 from tests.test_flrp import refined_and_unrefined
 
 TINY = dict(hidden=16, batch_size=64, prior_layers=2, posterior_layers=1)
@@ -105,7 +105,7 @@ def test_hj_backup_reads_the_chosen_v_h(dataset, which, expect_big):
     _set_constant(algo.modules["v_h_target"], -1.0)
     for name in ("q_h", "q_h_target"):
         _set_constant(algo.modules[name], 0.0)
-    from flrp.nn.feasibility import hj_feasibility_terms
+    from flrp.nn.critic_losses import hj_feasibility_terms
 
     data = algo._to_device(algo.prepare_data(dataset))
     b = algo.sample_batch(data, 64)
@@ -250,9 +250,9 @@ def test_diagnose_replays_exactly_the_evaluation_episodes(tmp_path):
     returns and costs equal evaluate()'s. On the toy task it also scores the flags against the
     exact kernel, and writes its three files."""
     from flrp.data.tasks import get_task
-    from flrp.datasets import resolve_dataset
     from flrp.evaluation.diagnose import diagnose
     from flrp.evaluation.rollout import evaluate
+    from flrp.training.datasets import resolve_dataset
 
     ds, task = resolve_dataset("toy")
     algo = FLRP(tiny(select_samples=4), device="cpu")

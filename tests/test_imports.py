@@ -17,8 +17,7 @@ ROOT = Path(flrp.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("files", "devices", "runtime", "progress"),
-    ("rundir", "metrics_log", "io"),  # io: the old name of files (re-exports)
-    ("logging",),  # the old name of metrics_log (re-exports)
+    ("rundir", "metrics_log"),
     ("data",),
     ("nn",),
     ("envs",),
@@ -27,7 +26,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("algos",),
     ("evaluation",),
     ("training",),
-    ("datasets",),  # flrp 0.1's module (re-exports of training.datasets and lower layers)
     ("export",),
     ("sweep",),
     ("cli",),

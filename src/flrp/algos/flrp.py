@@ -29,8 +29,8 @@ from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
+from flrp.nn.critic_losses import behaviour_hj_value, hj_feasibility_terms, iql_reward_terms
 from flrp.nn.critics import QEnsemble, VNet
-from flrp.nn.feasibility import behaviour_hj_value, hj_feasibility_terms, iql_reward_terms
 from flrp.nn.flows import ConditionalGaussianFlow, ConditionalRealNVP, standard_normal_log_prob
 from flrp.nn.functional import awr_weight, soft_update
 from flrp.nn.mlp import MLP

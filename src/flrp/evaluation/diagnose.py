@@ -32,7 +32,7 @@ from flrp.data.tasks import TaskSpec
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import normalized_cost, normalized_reward
 from flrp.evaluation.rollout import _groups, _run_group
-from flrp.io import atomic_path, write_json, write_text
+from flrp.files import atomic_path, write_json, write_text
 
 __all__ = ["EpisodeTrace", "Diagnosis", "trace_episodes", "summarize", "diagnose", "plot_diagnosis"]
 
