@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from flrp.algos.base import AlgoConfig, Algorithm, register
+from flrp.algos.sources import OSRL_SUITE_STEPS
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
@@ -48,7 +49,7 @@ class BC(Algorithm):
     name = "bc-all"
     Config = BCConfig
     config: BCConfig
-    suite_steps = {"metadrive": 200_000}  # OSRL bc_configs.py:250 and on
+    suite_steps = OSRL_SUITE_STEPS
 
     def _build(self, spec: DataSpec) -> None:
         self.modules["actor"] = DeterministicActor(spec.obs_dim, spec.act_dim, self.config.hidden_sizes)

@@ -83,7 +83,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flrp.algos.base import AlgoConfig, Algorithm, register
-from flrp.algos.sources import dataset_task
+from flrp.algos.sources import OSRL_SUITE_STEPS, dataset_task
 from flrp.data.dataset import OfflineDataset
 from flrp.data.sequences import Augmentation, gather_windows, pareto_augmentation, sample_window_index, sequence_arrays
 from flrp.data.spec import DataSpec
@@ -352,7 +352,7 @@ class CDT(Algorithm):
     name = "cdt"
     Config = CDTConfig
     config: CDTConfig
-    suite_steps = {"metadrive": 200_000}  # OSRL cdt_configs.py:572 and on
+    suite_steps = OSRL_SUITE_STEPS
 
     def __init__(self, config: CDTConfig | None = None, device: str | torch.device = "auto") -> None:
         super().__init__(config, device)

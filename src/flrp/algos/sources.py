@@ -19,7 +19,12 @@ import numpy as np
 from flrp.data.dataset import OfflineDataset
 from flrp.data.tasks import TaskSpec, get_task
 
-__all__ = ["dataset_task", "bootstrap_stops"]
+__all__ = ["OSRL_SUITE_STEPS", "dataset_task", "bootstrap_stops"]
+
+# OSRL's per-suite training budget where it differs from its 100k default: every MetaDrive config
+# of BC, BCQ-L, CPQ and CDT sets update_steps = 200_000 (bc_configs.py:250, bcql_configs.py and
+# cpq_configs.py's MetaDrive entries, cdt_configs.py:572 and on). Their Algorithm.suite_steps.
+OSRL_SUITE_STEPS: dict[str, int] = {"metadrive": 200_000}
 
 
 def dataset_task(ds: OfflineDataset) -> TaskSpec | None:

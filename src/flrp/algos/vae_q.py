@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from flrp.algos.base import AlgoConfig, Algorithm
-from flrp.algos.sources import bootstrap_stops
+from flrp.algos.sources import OSRL_SUITE_STEPS, bootstrap_stops
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
 from flrp.nn.vae import ConditionalVAE
@@ -79,7 +79,7 @@ class VAEQAlgorithm(Algorithm):
     """What OSRL's VAE-based Q-learners (BCQ-L, CPQ) share: their optimisers and reward/cost scaling."""
 
     config: VAEQConfig
-    suite_steps = {"metadrive": 200_000}  # OSRL bcql_configs.py / cpq_configs.py MetaDrive entries
+    suite_steps = OSRL_SUITE_STEPS
 
     def _osrl_vae(self, spec: DataSpec) -> ConditionalVAE:
         """OSRL's VAE (``osrl/common/net.py:VAE``): latent 2 * act_dim, log-std in [-4, 15], prior
