@@ -219,7 +219,8 @@ def _dispatch(ray: Any, todo: dict[RunSpec, TrainJob], root: Path, result: Sweep
     pending: list[Any] = []
     try:
         # Ray retries a task whose worker died (max_retries); the retry resumes from the checkpoint.
-        task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_train_task) if gpus_per_run > 0 else ray.remote(num_cpus=1)(_train_task)
+        resources: dict[str, float] = {"num_cpus": 1, **({"num_gpus": gpus_per_run} if gpus_per_run > 0 else {})}
+        task = ray.remote(**resources)(_train_task)
         env = {k: os.environ[k] for k in _FORWARD_ENV if k in os.environ}
         refs = {task.remote(job, str(root / s.rel_dir / LOG_NAME), env): s for s, job in todo.items()}
         pending = list(refs)
