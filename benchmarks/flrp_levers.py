@@ -40,6 +40,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "tau+fisor+rec": {"tau": 0.005, "hj_next_value": "online", "infeasible_weighting": "fisor", "recovery": "cost"},
     "rec+fisor": {"recovery": "cost", "infeasible_weighting": "fisor"},
     "fast": FAST,
+    # Reversed expectile of V_h (Table 5: 0.9): how many of the logged actions at a state must be
+    # safe before V_h < 0 (with h in {-1, +25}: > 74 % at 0.9, > 44 % at 0.97, > 20 % at 0.99).
+    "fast+e0.97": {**FAST, "expectile_feasibility": 0.97},
+    "fast+e0.99": {**FAST, "expectile_feasibility": 0.99},
 }
 
 

@@ -1,0 +1,111 @@
+"""Re-evaluate a trained FLRP model under other acting rules, without retraining (issue 11):
+which candidate of N refined samples is kept, and how wide the base noise u_0 ~ N(0, sigma^2 I)
+is drawn. Separates "the policy's samples are unsafe" from "the critics pick badly among them".
+
+    python benchmarks/flrp_acting_rules.py --model RUN/model.pt --dataset FILE.hdf5 \
+        --rules one flrp maxqr minqh minqc --sigma 1 0.5 --out results/flrp-levers/acting-rules
+
+Rules over N = --samples candidates (one-sample rules ignore N):
+  one    the paper's protocol: a single u_0, refined and decoded
+  flrp   select_candidates (highest Q_r among Q_h <= 0, else the lowest Q_c / Q_h): the fast preset
+  maxqr  highest Q_r, feasibility ignored
+  minqh  lowest Q_h
+  minqc  lowest Q_c (recovery critic; needs a model trained with recovery="cost")
+Rows are appended to <out>.jsonl and <out>.md is rebuilt; same evaluation seeds as flrp eval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+from flrp.algos import Algorithm  # noqa: E402
+from flrp.algos.flrp import select_candidates  # noqa: E402
+from flrp.evaluation.diagnose import summarize, trace_episodes  # noqa: E402
+from flrp.files import write_text  # noqa: E402
+from flrp.training.datasets import resolve_dataset  # noqa: E402
+
+RULES = ("one", "flrp", "maxqr", "minqh", "minqc")
+
+
+def make_act(algo, rule: str, sigma: float, samples: int):  # type: ignore[no-untyped-def]
+    """An ``act`` for ``algo`` that draws u_0 ~ N(0, sigma^2 I) and keeps a candidate by ``rule``."""
+    m = algo.modules
+
+    def act(obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        n = 1 if rule == "one" else samples
+        B = obs.shape[0]
+        s = obs.repeat(n, 1)
+        a = algo.decode_base(s, sigma * algo._base_noise(s, deterministic))
+        if n == 1:
+            return a
+        q_h = m["q_h"](s, a).max(0).values.view(n, B)
+        q_r = m["q_r"](s, a).min(0).values.view(n, B)
+        q_c = m["q_c"](s, a).max(0).values.view(n, B) if "q_c" in m else None
+        if rule == "flrp":
+            idx = select_candidates(q_h, q_r, q_c)
+        elif rule == "maxqr":
+            idx = q_r.argmax(0)
+        elif rule == "minqh":
+            idx = q_h.argmin(0)
+        else:
+            if q_c is None:
+                raise SystemExit("flrp_acting_rules: rule minqc needs a model trained with recovery='cost'")
+            idx = q_c.argmin(0)
+        return a.view(n, B, -1)[idx, torch.arange(B, device=obs.device)]
+
+    return act
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True, help="the model's dataset (for its task)")
+    p.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    p.add_argument("--sigma", type=float, nargs="+", default=[1.0], help="base-noise scales (1 = the paper's N(0, I))")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--out", default="results/flrp-levers/acting-rules")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    _, task = resolve_dataset(a.dataset, None)
+    assert task is not None
+    algo = Algorithm.load(a.model, device="cpu")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for sigma in a.sigma:
+        for rule in a.rules:
+            algo.act = make_act(algo, rule, sigma, a.samples)
+            traces = trace_episodes(algo, task, [10_000 + i for i in range(a.episodes)], False, 16)
+            d = summarize(traces, task, 20, action_bound=float(algo.spec.action_bound))
+            lengths = sorted(len(t.cost) for t in traces)
+            row = {"task": task.name, "model": a.model, "rule": rule, "sigma": sigma, "samples": 1 if rule == "one" else a.samples,
+                   "episodes": a.episodes, "norm_reward": d.norm_reward, "norm_cost": d.norm_cost, "return": d.return_mean,
+                   "false_alarm": d.false_alarm_rate, "len_min": lengths[0], "len_median": lengths[len(lengths) // 2],
+                   "max_len": task.max_episode_steps}
+            print(json.dumps(row), flush=True)
+            with open(out.with_suffix(".jsonl"), "a") as f:
+                f.write(json.dumps(row) + "\n")
+    _table(out)
+    return 0
+
+
+def _table(out: Path) -> None:
+    rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines() if line.strip()]
+    md = ["| task | model | rule | σ | candidates | episodes | norm. reward | norm. cost | return | episode length min / median (of max) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['task']} | `{r['model']}` | {r['rule']} | {r['sigma']} | {r['samples']} | {r['episodes']} | {r['norm_reward']:.3f} | "
+                  f"{r['norm_cost']:.2f} | {r['return']:.1f} | {r['len_min']} / {r['len_median']} ({r['max_len']}) |")
+    write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
