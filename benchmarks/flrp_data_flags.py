@@ -1,0 +1,61 @@
+"""What a trained FLRP's HJ critics say about the *logged* data, grouped by how costly each
+pair's episode was (issue 11): the share of logged states with V_h(s) > 0 and of logged pairs
+with Q_h(s, a) <= t. Shows how much of what the ELBO imitates (Eq. 11 weights pairs by
+sig(-Q_h) sig(-V_h)) comes from unsafe episodes.
+
+    python benchmarks/flrp_data_flags.py --model RUN/model.pt --dataset FILE.hdf5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flrp.algos import Algorithm  # noqa: E402
+from flrp.training.datasets import resolve_dataset  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--pairs", type=int, default=40_000, help="logged pairs sampled (seed 0)")
+    p.add_argument("--cost-limit", type=float, default=10.0)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    algo = Algorithm.load(a.model, device="cpu")
+    ds, _ = resolve_dataset(a.dataset, None)
+    spec = algo.spec
+    ep_cost = ds.episode_costs()[ds.episode_index()]
+    idx = np.random.default_rng(0).choice(len(ds), min(a.pairs, len(ds)), replace=False)
+    s = torch.as_tensor(spec.normalize_obs(ds.observations[idx].astype(np.float32)))
+    act = torch.as_tensor(np.clip(ds.actions[idx] / spec.action_bound, -1, 1).astype(np.float32))
+    with torch.no_grad():
+        q = algo.modules["q_h"](s, act).max(0).values.numpy()
+        v = algo.modules["v_h"](s).numpy()
+    c = ep_cost[idx]
+    groups = [("cost 0", c == 0), (f"cost in (0, {a.cost_limit:g}]", (c > 0) & (c <= a.cost_limit)), (f"cost > {a.cost_limit:g}", c > a.cost_limit)]
+    print(f"{a.model} on {a.dataset}: {len(idx)} logged pairs")
+    print("| episode cost | pairs | share of data | V_h(s) > 0 | Q_h(s,a) <= 0 | Q_h <= -0.5 | Q_h <= -0.8 | Q_h 10/50/90 % |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, m in groups:
+        if not m.any():
+            continue
+        qq = q[m]
+        qs = " / ".join(f"{x:.2f}" for x in np.quantile(qq, [0.1, 0.5, 0.9]))
+        print(f"| {name} | {m.sum()} | {m.mean():.2f} | {np.mean(v[m] > 0):.2f} | {np.mean(qq <= 0):.2f} | "
+              f"{np.mean(qq <= -0.5):.2f} | {np.mean(qq <= -0.8):.2f} | {qs} |")
+    for t in (0.0, -0.5, -0.8):
+        safe = (q <= t) & (c <= a.cost_limit)
+        print(f"pairs with Q_h <= {t:g}: {np.mean(q <= t):.2f} of the data, {1 - safe.sum() / max((q <= t).sum(), 1):.2f} of them from episodes with cost > {a.cost_limit:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
