@@ -1,7 +1,8 @@
 """What a trained FLRP's HJ critics say about the *logged* data, grouped by how costly each
 pair's episode was (issue 11): the share of logged states with V_h(s) > 0 and of logged pairs
 with Q_h(s, a) <= t. Shows how much of what the ELBO imitates (Eq. 11 weights pairs by
-sig(-Q_h) sig(-V_h)) comes from unsafe episodes.
+sig(-Q_h) sig(-V_h)) comes from unsafe episodes. `flrp diagnose` reports the headline figures
+(its "data:" rows); this prints them by threshold.
 
     python benchmarks/flrp_data_flags.py --model RUN/model.pt --dataset FILE.hdf5
 """
@@ -18,6 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from flrp.algos import Algorithm  # noqa: E402
+from flrp.evaluation.diagnose import critic_values_on_data  # noqa: E402
 from flrp.training.datasets import resolve_dataset  # noqa: E402
 
 
@@ -31,14 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     algo = Algorithm.load(a.model, device="cpu")
     ds, _ = resolve_dataset(a.dataset, None)
-    spec = algo.spec
     ep_cost = ds.episode_costs()[ds.episode_index()]
-    idx = np.random.default_rng(0).choice(len(ds), min(a.pairs, len(ds)), replace=False)
-    s = torch.as_tensor(spec.normalize_obs(ds.observations[idx].astype(np.float32)))
-    act = torch.as_tensor(np.clip(ds.actions[idx] / spec.action_bound, -1, 1).astype(np.float32))
-    with torch.no_grad():
-        q = algo.modules["q_h"](s, act).max(0).values.numpy()
-        v = algo.modules["v_h"](s).numpy()
+    idx, q, v = critic_values_on_data(algo, ds, a.pairs, seed=0)
     c = ep_cost[idx]
     groups = [("cost 0", c == 0), (f"cost in (0, {a.cost_limit:g}]", (c > 0) & (c <= a.cost_limit)), (f"cost > {a.cost_limit:g}", c > a.cost_limit)]
     print(f"{a.model} on {a.dataset}: {len(idx)} logged pairs")

@@ -11,6 +11,7 @@ import torch
 from flrp.algos import FLRP, FLRPConfig
 from flrp.algos.flrp import FLRP_PRESETS, flow_weights, select_candidates
 from flrp.data.dataset import OfflineDataset
+from flrp.errors import FlrpError
 from flrp.nn.critic_losses import behaviour_hj_value
 from tests.test_flrp import refined_and_unrefined
 
@@ -259,10 +260,39 @@ def test_diagnose_replays_exactly_the_evaluation_episodes(tmp_path):
     algo.fit(ds, steps=30, progress=False)
     algo.save(tmp_path / "model.pt")
     res = evaluate(algo, task, episodes=7, seed=100)
-    d = diagnose(tmp_path / "model.pt", get_task("ToyHazard"), tmp_path, episodes=7, seed=100, samples=3, horizon=5)
+    d = diagnose(tmp_path / "model.pt", get_task("ToyHazard"), tmp_path, episodes=7, seed=100, samples=3, horizon=5, dataset=ds)
     assert d.return_mean == pytest.approx(res.return_mean) and d.cost_mean == pytest.approx(res.cost_mean)
     assert d.toy is not None and 0.0 <= d.toy["Q_h flag accuracy"] <= 1.0 and d.toy["steps"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["diagnosis.json", "diagnosis.md", "diagnosis.png", "model.pt"]
+    # the data section: the model's own critics on logged pairs, in the json and the markdown
+    assert d.data is not None and d.data["pairs"] == min(40_000, len(ds))
+    assert 0.0 <= d.data["share of pairs from episodes above the cost limit"] <= 1.0
+    assert "| data: " in (tmp_path / "diagnosis.md").read_text()
+
+
+def test_data_flags_hand_computed():
+    """Six logged pairs: episodes of cost 0, 5 and 20 (limit 10), two pairs each."""
+    from flrp.evaluation.diagnose import UNSAFE_SHARE_KEY, Diagnosis, _verdict, data_flags
+
+    q = [-1.0, 2.0, -0.5, -1.0, -1.0, -0.2]  # feasible: pairs 0, 2, 3, 4, 5
+    v = [1.0, -1.0, -1.0, -1.0, 3.0, 3.0]
+    cost = [0, 0, 5, 5, 20, 20]
+    f = data_flags(q, v, cost, cost_limit=10.0)
+    assert f["pairs"] == 6 and f["share of pairs from episodes above the cost limit"] == pytest.approx(1 / 3)
+    assert f["V_h(s) > 0 on states of cost-free episodes"] == pytest.approx(0.5)
+    assert f["Q_h(s,a) <= 0 on pairs of cost-free episodes"] == pytest.approx(0.5)
+    assert f["Q_h(s,a) <= 0 on pairs of episodes above the cost limit"] == pytest.approx(1.0)
+    assert f[UNSAFE_SHARE_KEY] == pytest.approx(2 / 5)
+    with pytest.raises(FlrpError, match="differ in length"):
+        data_flags(q, v[:5], cost)
+    # the verdict names the data when most feasible-looking pairs come from unsafe episodes
+    d = Diagnosis(episodes=1, horizon=1, onsets=1, recall_q=[1.0, 1.0], recall_v=[1.0, 1.0], false_alarm_rate=0.0,
+                  flagged_steps=0, refiner_effectiveness=float("nan"), feasible_available_when_flagged=0.0, excursions=[3],
+                  steps_outside_frac=0.1, saturated_frac=0.0, return_mean=0.0, cost_mean=3.0, norm_reward=0.0, norm_cost=0.3,
+                  verdict="", data=data_flags(q, v, [20, 20, 20, 20, 0, 0]))
+    assert "the data: 0.60 of the logged pairs" in _verdict(d)
+    d.data = f
+    assert "the data" not in _verdict(d)
 
 
 def test_feasibility_gamma_sets_the_hj_discount_only(dataset):
@@ -319,3 +349,24 @@ def test_exact_time_to_violation_agrees_with_the_kernel():
     from flrp.envs.toy import X_HAZARD
 
     assert (x > X_HAZARD).any() and (t[x > X_HAZARD] == 0).all()  # already in the hazard: 0 steps
+
+
+def test_diagnose_finds_the_runs_dataset_or_says_why_not(tmp_path):
+    """flrp diagnose's data section reads the dataset recorded in run.json; a recorded file that
+    has gone is skipped with a note, 'none' skips it, and a given path that does not exist is an error."""
+    import json
+
+    from flrp.data.tasks import get_task
+    from flrp.training import run_dataset
+
+    task = get_task("ToyHazard")
+    assert run_dataset(tmp_path, task) == (None, "data section skipped: no dataset recorded in run.json (pass --dataset FILE)")
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": str(tmp_path / "gone.hdf5")}))
+    ds, note = run_dataset(tmp_path, task)
+    assert ds is None and "gone.hdf5 is not there" in note
+    assert run_dataset(tmp_path, task, "none")[0] is None
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": "toy"}))
+    ds, note = run_dataset(tmp_path, task)
+    assert ds is not None and len(ds) > 0 and note == "data section from toy"
+    with pytest.raises(FlrpError, match="missing.hdf5"):
+        run_dataset(tmp_path, task, str(tmp_path / "missing.hdf5"))

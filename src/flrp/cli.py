@@ -69,7 +69,7 @@ def cmd_diagnose(ns: argparse.Namespace) -> int:
     from flrp.algos.validation import POSITIVE, check_number
     from flrp.evaluation.diagnose import diagnose
     from flrp.rundir import run_lock
-    from flrp.training import resolve_model
+    from flrp.training import resolve_model, run_dataset
     from flrp.training.flags import set_threads
 
     check_number("--samples", ns.samples, POSITIVE)
@@ -77,9 +77,11 @@ def cmd_diagnose(ns: argparse.Namespace) -> int:
     set_threads(ns.threads)
     _eval_options(ns)
     model, task, out = resolve_model(ns.model, ns.task)
+    ds, note = run_dataset(out, task, ns.dataset)
+    print(f"flrp: {note}")
     with run_lock(out):
         d = diagnose(model, task, out, episodes=ns.episodes, seed=ns.eval_seed, deterministic=ns.deterministic,
-                     samples=ns.samples, horizon=ns.horizon, cost_limit=ns.cost_limit)
+                     samples=ns.samples, horizon=ns.horizon, cost_limit=ns.cost_limit, dataset=ds)
     print(f"flrp: {d.episodes} episodes, normalized reward {d.norm_reward:.3f}, normalized cost {d.norm_cost:.3f}, {d.onsets} violation onsets")
     print(f"flrp: {d.verdict}")
     print(f"flrp: figures in {out / 'diagnosis.md'} and {out / 'diagnosis.png'}")
@@ -161,6 +163,7 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--samples", type=int, default=16, help="base samples per step to test whether a feasible action existed (default 16)")
     d.add_argument("--horizon", type=int, default=20, help="steps before each violation to score the critic's warning (default 20)")
+    d.add_argument("--dataset", default=None, help="the run's dataset, for what the critics make of the logged data (default: the one in run.json; 'none' skips it)")
     add_eval_arguments(d, train=False)
     d.set_defaults(episodes=10)
 

@@ -13,6 +13,11 @@ samples decodes to an action the critic calls feasible (Q_h <= 0). From these:
   sample exists, the share where the T refinement steps bring Q_h to <= 0. Low effectiveness with
   high recall: the critic warns and the refiner does not act on it (a policy problem).
 * **time outside**: lengths of the runs of consecutive costly steps (excursions).
+* **the data** (when the run's dataset is at hand): on a sample of logged pairs, the share the
+  critic calls feasible (Q_h(s, a) <= 0) by how costly their episode was, and the share of those
+  "feasible" pairs that come from episodes with cost above the limit. Eq. 11 weighs pairs, not
+  episodes: when most feasible-looking pairs come from unsafe episodes, the flow imitates unsafe
+  behaviour and the refiner has to undo it at every step (a data problem, not a critic one).
 
 On the toy task the flags are also scored against the exact answer: an action is truly unsafe
 iff full braking from the next state still hits the hazard (``flrp.envs.toy_kernel``).
@@ -28,13 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from flrp.data.dataset import OfflineDataset
 from flrp.data.tasks import TaskSpec
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import normalized_cost, normalized_reward
 from flrp.evaluation.rollout import _groups, _run_group
 from flrp.files import atomic_path, write_json, write_text
 
-__all__ = ["EpisodeTrace", "Diagnosis", "trace_episodes", "summarize", "diagnose", "plot_diagnosis"]
+__all__ = ["EpisodeTrace", "Diagnosis", "trace_episodes", "summarize", "diagnose", "plot_diagnosis", "data_flags", "critic_values_on_data"]
 
 
 @dataclass
@@ -148,6 +154,7 @@ class Diagnosis:
     norm_cost: float
     verdict: str
     toy: dict[str, float] | None = None
+    data: dict[str, float] | None = None  # data_flags() of the run's dataset, when given
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -181,6 +188,8 @@ class Diagnosis:
         ]
         if self.toy:
             lines += [f"| toy, exact kernel: {k} | {_fmt(v)} |" for k, v in self.toy.items()]
+        if self.data:
+            lines += [f"| data: {k} | {_fmt(v, 0 if k == 'pairs' else 3)} |" for k, v in self.data.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -257,6 +266,11 @@ def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cos
 def _verdict(d: Diagnosis) -> str:
     if d.onsets == 0:
         return "no violation in these episodes."
+    data_part = []
+    share = (d.data or {}).get(UNSAFE_SHARE_KEY, float("nan"))
+    if np.isfinite(share) and share > 0.5:
+        data_part.append(f"the data: {_fmt(share, 2)} of the logged pairs the critic calls feasible come from episodes above the cost limit, "
+                         "so the flow mostly imitates unsafe behaviour (a data problem: Eq. 11 weighs pairs, not episodes)")
     seen = [x for x in d.recall_q[1 : min(d.horizon, 5) + 1] if np.isfinite(x)]
     early = float(np.mean(seen)) if seen else d.recall_q[0]
     parts = []
@@ -271,7 +285,43 @@ def _verdict(d: Diagnosis) -> str:
     exc = np.asarray(d.excursions)
     if len(exc):
         parts.append(f"once outside, the policy stayed {exc.mean():.1f} steps on average (max {exc.max()})")
-    return "; ".join(parts) + "."
+    return "; ".join(parts + data_part) + "."
+
+
+UNSAFE_SHARE_KEY = "share of the Q_h <= 0 pairs from episodes above the cost limit"
+
+
+def data_flags(q_h: np.ndarray, v_h: np.ndarray, episode_cost: np.ndarray, cost_limit: float = 10.0) -> dict[str, float]:
+    """What the critics say about logged pairs (Q_h(s, a), V_h(s) and the cost of each pair's
+    episode, same length): shares by episode cost, and how much of what the critic calls feasible
+    comes from episodes above ``cost_limit``."""
+    q_h, v_h, episode_cost = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (q_h, v_h, episode_cost))
+    if not len(q_h) == len(v_h) == len(episode_cost):
+        raise FlrpError(f"data_flags: q_h, v_h and episode_cost differ in length ({len(q_h)}, {len(v_h)}, {len(episode_cost)})")
+    free, unsafe, feas = episode_cost == 0, episode_cost > cost_limit, q_h <= 0
+    share = lambda m: float(m.mean()) if m.size else float("nan")  # noqa: E731
+    return {
+        "pairs": float(len(q_h)),
+        "share of pairs from episodes above the cost limit": share(unsafe),
+        "V_h(s) > 0 on states of cost-free episodes": share(v_h[free] > 0),
+        "Q_h(s,a) <= 0 on pairs of cost-free episodes": share(feas[free]),
+        "Q_h(s,a) <= 0 on pairs of episodes above the cost limit": share(feas[unsafe]),
+        UNSAFE_SHARE_KEY: float((feas & unsafe).sum() / feas.sum()) if feas.any() else float("nan"),
+    }
+
+
+@torch.no_grad()
+def critic_values_on_data(algo: Any, ds: OfflineDataset, pairs: int = 40_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(indices, Q_h(s, a), V_h(s))`` of up to ``pairs`` logged pairs drawn without replacement
+    (generator ``seed``), through the model's own observation normalisation."""
+    spec = algo._require_built()
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), min(pairs, len(ds)), replace=False))
+    s = torch.as_tensor(spec.normalize_obs(ds.observations[idx].astype(np.float32)), device=algo.device)
+    a = torch.as_tensor(np.clip(ds.actions[idx] / spec.action_bound, -1, 1).astype(np.float32), device=algo.device)
+    with algo.eval_mode():
+        q = algo.modules["q_h"](s, a).max(0).values.float().cpu().numpy()
+        v = algo.modules["v_h"](s).float().cpu().numpy()
+    return idx, q, v
 
 
 def _toy_agreement(traces: list[EpisodeTrace]) -> dict[str, float]:
@@ -372,8 +422,10 @@ def diagnose(
     samples: int = 16,
     horizon: int = 20,
     cost_limit: float = 10.0,
+    dataset: OfflineDataset | None = None,
 ) -> Diagnosis:
-    """Diagnose the model file on ``episodes`` evaluation episodes; write diagnosis.{json,md,png} to ``out``."""
+    """Diagnose the model file on ``episodes`` evaluation episodes; write diagnosis.{json,md,png} to ``out``.
+    With the run's ``dataset`` the diagnosis also says what the critics make of the logged data."""
     from flrp.algos.base import Algorithm
 
     if episodes < 1:
@@ -383,6 +435,10 @@ def diagnose(
     algo = Algorithm.load(model, device="cpu")
     traces = trace_episodes(algo, task, [seed + i for i in range(episodes)], deterministic, samples)
     diag = summarize(traces, task, horizon, cost_limit, float(algo._require_built().action_bound))
+    if dataset is not None:
+        idx, q, v = critic_values_on_data(algo, dataset)
+        diag.data = data_flags(q, v, dataset.episode_costs()[dataset.episode_index()][idx], cost_limit)
+        diag.verdict = _verdict(diag)
     out = Path(out)
     title = f"{algo.name} on {task.name} ({model})"
     write_json(out / "diagnosis.json", {"model": str(model), "task": task.name, "samples": samples, "deterministic": deterministic, **diag.to_dict()})

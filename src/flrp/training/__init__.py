@@ -8,7 +8,7 @@
 """
 
 from flrp.training.flags import job_argv, job_from_namespace, parse_train_argv
-from flrp.training.run import EvalOptions, RunResult, TrainJob, default_run_dir, evaluate_run, resolve_model, train_and_evaluate
+from flrp.training.run import EvalOptions, RunResult, TrainJob, default_run_dir, evaluate_run, resolve_model, run_dataset, train_and_evaluate
 
 __all__ = [
     "EvalOptions",
@@ -20,5 +20,6 @@ __all__ = [
     "job_from_namespace",
     "parse_train_argv",
     "resolve_model",
+    "run_dataset",
     "train_and_evaluate",
 ]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from flrp.data.tasks import TaskSpec
     from flrp.evaluation.rollout import EvalResult
 
-__all__ = ["EvalOptions", "RunResult", "TrainJob", "default_run_dir", "evaluate_run", "resolve_model", "task_config", "train_and_evaluate"]
+__all__ = ["EvalOptions", "RunResult", "TrainJob", "default_run_dir", "evaluate_run", "resolve_model", "run_dataset", "task_config", "train_and_evaluate"]
 
 Say = Callable[[str], None]
 
@@ -243,6 +243,27 @@ def resolve_model(target: str | Path, task: str | None = None) -> tuple[Path, Ta
     if task_name is None:
         raise FlrpError(f"{model}: no task recorded for this model; pass --task NAME")
     return model, get_task(str(task_name)), out
+
+
+def run_dataset(out: Path, task: TaskSpec, dataset: str | None = None) -> tuple[OfflineDataset | None, str]:
+    """The dataset a run was trained on, for ``flrp diagnose``'s data section: ``dataset`` when
+    given ('none' = skip), else the one recorded in ``run.json``. Returns ``(dataset or None, note)``;
+    a recorded file that no longer exists is skipped with a note, a given one that does not is an error."""
+    from flrp.files import read_json
+    from flrp.training.datasets import resolve_dataset
+
+    if dataset == "none":
+        return None, "data section skipped (--dataset none)"
+    path = dataset
+    if path is None:
+        info = read_json(out / "run.json") if (out / "run.json").exists() else None
+        path = info.get("dataset") if isinstance(info, dict) else None
+        if path is None:
+            return None, "data section skipped: no dataset recorded in run.json (pass --dataset FILE)"
+        if str(path) != "toy" and not Path(str(path)).is_file():
+            return None, f"data section skipped: the run's dataset {path} is not there (pass --dataset FILE)"
+    ds, _ = resolve_dataset(str(path), task.name)
+    return ds, f"data section from {path}"
 
 
 def evaluate_run(
