@@ -44,6 +44,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     # safe before V_h < 0 (with h in {-1, +25}: > 74 % at 0.9, > 44 % at 0.97, > 20 % at 0.99).
     "fast+e0.97": {**FAST, "expectile_feasibility": 0.97},
     "fast+e0.99": {**FAST, "expectile_feasibility": 0.99},
+    # The flow imitates only episodes with cost <= 10 (BC-Safe's filter; the critics see all data).
+    "fast+safe-episodes": {**FAST, "flow_episode_cost_max": 10.0},
 }
 
 

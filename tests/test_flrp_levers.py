@@ -370,3 +370,28 @@ def test_diagnose_finds_the_runs_dataset_or_says_why_not(tmp_path):
     assert ds is not None and len(ds) > 0 and note == "data section from toy"
     with pytest.raises(FlrpError, match="missing.hdf5"):
         run_dataset(tmp_path, task, str(tmp_path / "missing.hdf5"))
+
+
+def test_flow_episode_cost_max_drops_unsafe_episodes_from_the_flow_only(dataset):
+    """flow_episode_cost_max = c: pairs of episodes with cost > c get weight 0 in Eq. 11, 12 and
+    15 (a batch of only such pairs trains no flow term), the critics still learn from them; a
+    value that keeps no episode is a one-line error; None (the paper) keeps every pair."""
+    ep_cost = dataset.episode_costs()
+    c_max = float(np.median(ep_cost))
+    algo = FLRP(tiny(flow_episode_cost_max=c_max), device="cpu")
+    algo.fit(dataset, steps=1, progress=False)
+    data = algo.prepare_data(dataset)
+    np.testing.assert_array_equal(data["flow_keep"] > 0, ep_cost[dataset.episode_index()] <= c_max)
+    assert 0 < data["flow_keep"].mean() < 1
+    b = algo.sample_batch(algo._to_device(data), 64)
+    b = {k: v[b["flow_keep"] == 0] for k, v in b.items()}  # only pairs of dropped episodes
+    before = params_of(algo, "q_h", "v_h")
+    m = algo.update(b)
+    assert float(m["flow/elbo"]) == 0.0 and float(m["flow/shape"]) == 0.0 and float(m["feas/w_mean"]) == 0.0
+    assert not torch.equal(before, params_of(algo, "q_h", "v_h"))
+    assert ep_cost.min() > 0  # every synthetic episode has some cost
+    with pytest.raises(FlrpError, match="keeps no episode of the dataset"):
+        FLRP(tiny(flow_episode_cost_max=float(ep_cost.min()) / 2), device="cpu").fit(dataset, steps=1, progress=False)
+    paper = FLRP(tiny(), device="cpu")
+    paper.fit(dataset, steps=1, progress=False)
+    assert "flow_keep" not in paper.prepare_data(dataset) and FLRPConfig().flow_episode_cost_max is None

@@ -146,6 +146,14 @@ class FLRPConfig(AlgoConfig):
     # u_0 ~ N(0, I), refine and decode each, keep the highest-Q_r action among those with
     # Q_h <= 0, or the lowest-Q_h one if none is feasible. 1 = the paper (one sample).
     select_samples: int = 1
+    # Episode filter on what the flow imitates (deviation, not in the paper: BC-Safe's filter,
+    # OSRL bc_safe keeps episodes with cost <= the cost limit). Eq. 11 weighs *pairs* by Q_h, V_h:
+    # a pair of an unsafe episode counts as long as a safe continuation exists from it, so on data
+    # made mostly of unsafe episodes the flow imitates unsafe behaviour (`flrp diagnose`'s data
+    # rows; DroneCircle: 69 % of the pairs with Q_h <= 0 come from episodes with cost > 10). A
+    # value c multiplies the weights of Eq. 11, 12 and 15 by 1{episode cost <= c}; the critics
+    # still learn from every pair. None = the paper.
+    flow_episode_cost_max: float | None = None
 
 
 # Named settings (``flrp train --preset NAME``; explicit flags still override a preset's values).
@@ -318,6 +326,12 @@ class FLRP(Algorithm):
         data["rew"] = data["rew"] * np.float32(scale)
         if c.hj_warm_start_steps > 0:
             data["h_mc"] = behaviour_hj_value(data["h"], ds.episode_bounds, self.feasibility_gamma)
+        if c.flow_episode_cost_max is not None:
+            keep = ds.episode_costs()[ds.episode_index()] <= c.flow_episode_cost_max
+            if not keep.any():
+                raise FlrpError(f"flow_episode_cost_max={c.flow_episode_cost_max:g} keeps no episode of the dataset "
+                                f"(lowest episode cost {ds.episode_costs().min():g})")
+            data["flow_keep"] = keep.astype(np.float32)
         if c.feasibility == "cost":
             # "w/o HJ" ablation: the zero-violation samples are transitions of zero-cost episodes
             # (all zero-cost transitions if the data has no zero-cost episode).
@@ -404,6 +418,8 @@ class FLRP(Algorithm):
         qh_sa, vh_s, thr = self._feasibility_values(q_h_t, v_h_d, batch)
         feasible = (qh_sa <= 0).float()  # I_feas(s, a) = 1{Q_h(s, a) <= 0}
         w, w_r = flow_weights(qh_sa, vh_s, q_r_t - v_r_d, c, None if rec is None else rec.v - rec.q_sa)
+        if "flow_keep" in batch:  # deviation: flow_episode_cost_max (see FLRPConfig)
+            w, w_r = w * batch["flow_keep"], w_r * batch["flow_keep"]
 
         # ---- Sec. 3.2: flows and decoder (Algorithm 1, line 6) --------------------------------
         eps = torch.randn(s.shape[0], self.latent_dim, device=s.device, generator=self._noise_gen)

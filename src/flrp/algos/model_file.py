@@ -155,12 +155,24 @@ def read_payload(path: str | Path) -> dict[str, Any]:
         config_cls = get_algorithm(str(payload["algo"])).Config
     except FlrpError as exc:
         raise FlrpError(f"{p}: {exc}") from None
-    # Every field present: a silent default would change the model.
-    require(payload["config"], [f.name for f in fields(config_cls)], p, "config.")
+    # Every field present: a silent default would change the model. The one exception: a field
+    # added later, missing from a file written before it existed, takes the value that reproduces
+    # what that older code did (LATER_FIELDS).
+    later = LATER_FIELDS.get(str(payload["algo"]), {})
+    require(payload["config"], [f.name for f in fields(config_cls) if f.name not in later], p, "config.")
     require(payload["spec"], [f.name for f in fields(DataSpec)], p, "spec.")
     if version >= 1 and payload["checksum"] != checksum(payload):
         raise FlrpError(f"{p}: corrupt (checksum mismatch: the file changed after it was saved)")
+    for name, value in later.items():
+        payload["config"].setdefault(name, value)
     return payload
+
+
+# Config fields added after models were written, per algorithm, with the value that gives the
+# behaviour of the code before the field existed.
+LATER_FIELDS: dict[str, dict[str, Any]] = {
+    "flrp": {"flow_episode_cost_max": None},
+}
 
 
 def config_from_payload(config_cls: Any, payload: dict[str, Any], path: str | Path) -> Any:

@@ -101,6 +101,7 @@ FIELD_RANGES: dict[str, Range] = {
     "*_weight_clip": POSITIVE,
     "exp_adv_max_*": POSITIVE,
     "reward_scale": POSITIVE,
+    "flow_episode_cost_max": NON_NEGATIVE,
     "cost_scale": POSITIVE,
     "beta_min": POSITIVE,
     "beta_max": POSITIVE,
