@@ -46,6 +46,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "fast+e0.99": {**FAST, "expectile_feasibility": 0.99},
     # The flow imitates only episodes with cost <= 10 (BC-Safe's filter; the critics see all data).
     "fast+safe-episodes": {**FAST, "flow_episode_cost_max": 10.0},
+    # The same filter at feasible states only (V_h <= 0): the ways back stay from every episode.
+    "fast+safe-episodes-feasible": {**FAST, "flow_episode_cost_max": 10.0, "flow_episode_filter": "feasible-states"},
 }
 
 

@@ -34,6 +34,7 @@ def test_paper_preset_is_the_literal_paper_and_the_defaults():
     assert (c.tau, c.hj_next_value, c.critic_warmup_steps, c.flow_warmup_steps) == (0.001, "target", 0, 0)
     assert (c.hj_warm_start_steps, c.infeasible_weighting, c.select_samples) == (0, "paper", 1)
     assert (c.steps, c.hidden, c.batch_size) == (1_000_000, 256, 512)
+    assert (c.recovery, c.flow_episode_cost_max, c.expectile_feasibility, c.feasibility_gamma) == ("none", None, 0.9, None)
 
 
 def test_fast_preset_changes_only_named_fields_and_flags_override_it():
@@ -395,3 +396,12 @@ def test_flow_episode_cost_max_drops_unsafe_episodes_from_the_flow_only(dataset)
     paper = FLRP(tiny(), device="cpu")
     paper.fit(dataset, steps=1, progress=False)
     assert "flow_keep" not in paper.prepare_data(dataset) and FLRPConfig().flow_episode_cost_max is None
+    # flow_episode_filter="feasible-states": where V_h(s) > 0 the dropped pairs keep their
+    # (FISOR) weights - the data's ways back; "all-states" drops them there too
+    for scope, trains in (("all-states", False), ("feasible-states", True)):
+        algo = FLRP(tiny(flow_episode_cost_max=c_max, flow_episode_filter=scope, infeasible_weighting="fisor"), device="cpu")
+        algo.fit(dataset, steps=1, progress=False)
+        _set_constant(algo.modules["v_h"], 5.0)  # every state infeasible
+        m = algo.update(dict(b))
+        assert (float(m["feas/w_mean"]) > 0) == trains and (float(m["flow/elbo"]) != 0) == trains
+    assert FLRPConfig().flow_episode_filter == "all-states"

@@ -110,14 +110,15 @@ def test_missing_config_key_is_named(model):
 
 
 def test_a_field_added_later_takes_the_value_of_the_code_that_wrote_the_file(model):
-    """Models written before FLRPConfig.flow_episode_cost_max existed load with None (what the
+    """Models written before FLRPConfig.flow_episode_cost_max and flow_episode_filter existed load with None, "all-states" (what the
     older code did); a value present in the file is kept."""
     algo, path = model
     payload = _payload(path)
-    del payload["config"]["flow_episode_cost_max"]
+    del payload["config"]["flow_episode_cost_max"], payload["config"]["flow_episode_filter"]
     _resave(payload, path, fix_checksum=True)
     loaded = Algorithm.load(path, device="cpu")
     assert loaded.config == algo.config and loaded.config.flow_episode_cost_max is None
+    assert loaded.config.flow_episode_filter == "all-states"
     payload["config"]["flow_episode_cost_max"] = 5.0
     _resave(payload, path, fix_checksum=True)
     assert Algorithm.load(path, device="cpu").config.flow_episode_cost_max == 5.0

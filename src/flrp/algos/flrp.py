@@ -154,6 +154,11 @@ class FLRPConfig(AlgoConfig):
     # value c multiplies the weights of Eq. 11, 12 and 15 by 1{episode cost <= c}; the critics
     # still learn from every pair. None = the paper.
     flow_episode_cost_max: float | None = None
+    # Where that filter applies: "all-states", or "feasible-states" (V_h(s) <= 0 only: at states
+    # the critic calls infeasible the infeasible_weighting="fisor" weights keep imitating every
+    # episode's ways back, which mostly belong to episodes that went unsafe - measured on
+    # CarCircle: filtering them too made the car leave the zone, cost 1.12 vs 0.00).
+    flow_episode_filter: Literal["all-states", "feasible-states"] = "all-states"
 
 
 # Named settings (``flrp train --preset NAME``; explicit flags still override a preset's values).
@@ -419,7 +424,12 @@ class FLRP(Algorithm):
         feasible = (qh_sa <= 0).float()  # I_feas(s, a) = 1{Q_h(s, a) <= 0}
         w, w_r = flow_weights(qh_sa, vh_s, q_r_t - v_r_d, c, None if rec is None else rec.v - rec.q_sa)
         if "flow_keep" in batch:  # deviation: flow_episode_cost_max (see FLRPConfig)
-            w, w_r = w * batch["flow_keep"], w_r * batch["flow_keep"]
+            keep = batch["flow_keep"]
+            if c.flow_episode_filter == "feasible-states":
+                keep = torch.where(vh_s > 0, torch.ones_like(keep), keep)
+            elif c.flow_episode_filter != "all-states":
+                raise FlrpError(f"flow_episode_filter must be 'all-states' or 'feasible-states', got {c.flow_episode_filter!r}")
+            w, w_r = w * keep, w_r * keep
 
         # ---- Sec. 3.2: flows and decoder (Algorithm 1, line 6) --------------------------------
         eps = torch.randn(s.shape[0], self.latent_dim, device=s.device, generator=self._noise_gen)
