@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "fast+safe-episodes": {**FAST, "flow_episode_cost_max": 10.0},
     # The same filter at feasible states only (V_h <= 0): the ways back stay from every episode.
     "fast+safe-episodes-feasible": {**FAST, "flow_episode_cost_max": 10.0, "flow_episode_filter": "feasible-states"},
+    # Pairs whose episode's remaining cost is <= 10 (keeps the ways back of switch episodes).
+    "fast+cost-to-go": {**FAST, "flow_episode_cost_max": 10.0, "flow_episode_filter": "cost-to-go"},
 }
 
 

@@ -405,3 +405,11 @@ def test_flow_episode_cost_max_drops_unsafe_episodes_from_the_flow_only(dataset)
         m = algo.update(dict(b))
         assert (float(m["feas/w_mean"]) > 0) == trains and (float(m["flow/elbo"]) != 0) == trains
     assert FLRPConfig().flow_episode_filter == "all-states"
+    # "cost-to-go": a pair is kept iff its episode's cost from that step on is <= c
+    algo = FLRP(tiny(flow_episode_cost_max=2.0, flow_episode_filter="cost-to-go"), device="cpu")
+    algo.fit(dataset, steps=1, progress=False)
+    keep = algo.prepare_data(dataset)["flow_keep"] > 0
+    for start, end in dataset.episode_bounds[:5]:
+        for t in range(start, end):
+            assert keep[t] == (dataset.costs[t:end].sum() <= 2.0)
+    assert 0 < keep.mean() < 1 and keep[np.array([e - 1 for _, e in dataset.episode_bounds])].any()

@@ -154,11 +154,13 @@ class FLRPConfig(AlgoConfig):
     # value c multiplies the weights of Eq. 11, 12 and 15 by 1{episode cost <= c}; the critics
     # still learn from every pair. None = the paper.
     flow_episode_cost_max: float | None = None
-    # Where that filter applies: "all-states", or "feasible-states" (V_h(s) <= 0 only: at states
-    # the critic calls infeasible the infeasible_weighting="fisor" weights keep imitating every
-    # episode's ways back, which mostly belong to episodes that went unsafe - measured on
-    # CarCircle: filtering them too made the car leave the zone, cost 1.12 vs 0.00).
-    flow_episode_filter: Literal["all-states", "feasible-states"] = "all-states"
+    # Which pairs that filter keeps: "all-states" (episode cost <= c); "feasible-states" (the same
+    # where V_h(s) <= 0 only: at states the critic calls infeasible the infeasible_weighting="fisor"
+    # weights keep imitating every episode's ways back, which mostly belong to episodes that went
+    # unsafe - measured on CarCircle: filtering them too made the car leave the zone, cost 1.12 vs
+    # 0.00); "cost-to-go" (the cost of the pair's episode from that step on <= c: a switch episode's
+    # way back is kept once what remains of it is within the budget, an unsafe stretch is not).
+    flow_episode_filter: Literal["all-states", "feasible-states", "cost-to-go"] = "all-states"
 
 
 # Named settings (``flrp train --preset NAME``; explicit flags still override a preset's values).
@@ -332,7 +334,13 @@ class FLRP(Algorithm):
         if c.hj_warm_start_steps > 0:
             data["h_mc"] = behaviour_hj_value(data["h"], ds.episode_bounds, self.feasibility_gamma)
         if c.flow_episode_cost_max is not None:
-            keep = ds.episode_costs()[ds.episode_index()] <= c.flow_episode_cost_max
+            if c.flow_episode_filter == "cost-to-go":
+                after = np.zeros(len(ds), dtype=np.float64)  # cost from step t to the episode's end
+                for start, end in ds.episode_bounds:
+                    after[start:end] = np.cumsum(ds.costs[start:end][::-1])[::-1]
+                keep = after <= c.flow_episode_cost_max
+            else:
+                keep = ds.episode_costs()[ds.episode_index()] <= c.flow_episode_cost_max
             if not keep.any():
                 raise FlrpError(f"flow_episode_cost_max={c.flow_episode_cost_max:g} keeps no episode of the dataset "
                                 f"(lowest episode cost {ds.episode_costs().min():g})")
@@ -427,8 +435,8 @@ class FLRP(Algorithm):
             keep = batch["flow_keep"]
             if c.flow_episode_filter == "feasible-states":
                 keep = torch.where(vh_s > 0, torch.ones_like(keep), keep)
-            elif c.flow_episode_filter != "all-states":
-                raise FlrpError(f"flow_episode_filter must be 'all-states' or 'feasible-states', got {c.flow_episode_filter!r}")
+            elif c.flow_episode_filter not in ("all-states", "cost-to-go"):
+                raise FlrpError(f"flow_episode_filter must be 'all-states', 'feasible-states' or 'cost-to-go', got {c.flow_episode_filter!r}")
             w, w_r = w * keep, w_r * keep
 
         # ---- Sec. 3.2: flows and decoder (Algorithm 1, line 6) --------------------------------
