@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.mean(qq <= -0.5):.2f} | {np.mean(qq <= -0.8):.2f} | {qs} |")
     for t in (0.0, -0.5, -0.8):
         safe = (q <= t) & (c <= a.cost_limit)
-        print(f"pairs with Q_h <= {t:g}: {np.mean(q <= t):.2f} of the data, {1 - safe.sum() / max((q <= t).sum(), 1):.2f} of them from episodes with cost > {a.cost_limit:g}")
+        n = int((q <= t).sum())
+        unsafe_share = 1 - safe.sum() / n if n else float("nan")
+        print(f"pairs with Q_h <= {t:g}: {np.mean(q <= t):.2f} of the data, {unsafe_share:.2f} of them from episodes with cost > {a.cost_limit:g}")
     return 0
 
 

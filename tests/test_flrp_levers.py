@@ -247,7 +247,7 @@ def test_diagnosis_figures_hand_computed():
     assert "critic" in d.verdict
 
 
-def test_diagnose_replays_exactly_the_evaluation_episodes(tmp_path):
+def test_diagnose_replays_exactly_the_evaluation_episodes(tmp_path, dataset):
     """The diagnosis runs the evaluation's own episodes (same seeds and acting-noise groups): its
     returns and costs equal evaluate()'s. On the toy task it also scores the flags against the
     exact kernel, and writes its three files."""
@@ -269,6 +269,8 @@ def test_diagnose_replays_exactly_the_evaluation_episodes(tmp_path):
     assert d.data is not None and d.data["pairs"] == min(40_000, len(ds))
     assert 0.0 <= d.data["share of pairs from episodes above the cost limit"] <= 1.0
     assert "| data: " in (tmp_path / "diagnosis.md").read_text()
+    with pytest.raises(FlrpError, match="obs/act dims"):  # another task's data, refused before any rollout
+        diagnose(tmp_path / "model.pt", get_task("ToyHazard"), tmp_path, episodes=1, dataset=dataset)
 
 
 def test_data_flags_hand_computed():
@@ -294,6 +296,9 @@ def test_data_flags_hand_computed():
     assert "the data: 0.60 of the logged pairs" in _verdict(d)
     d.data = f
     assert "the data" not in _verdict(d)
+    # a run's flow filter: only the pairs it keeps count as imitated
+    g = data_flags(q, v, [20, 20, 20, 20, 0, 0], kept=[False, True, False, False, True, True])
+    assert g["share of pairs the run's flow filter keeps"] == pytest.approx(0.5) and g[UNSAFE_SHARE_KEY] == pytest.approx(0.0)
 
 
 def test_feasibility_gamma_sets_the_hj_discount_only(dataset):
@@ -391,7 +396,7 @@ def test_flow_episode_cost_max_drops_unsafe_episodes_from_the_flow_only(dataset)
     assert float(m["flow/elbo"]) == 0.0 and float(m["flow/shape"]) == 0.0 and float(m["feas/w_mean"]) == 0.0
     assert not torch.equal(before, params_of(algo, "q_h", "v_h"))
     assert ep_cost.min() > 0  # every synthetic episode has some cost
-    with pytest.raises(FlrpError, match="keeps no episode of the dataset"):
+    with pytest.raises(FlrpError, match="keeps no pair of"):
         FLRP(tiny(flow_episode_cost_max=float(ep_cost.min()) / 2), device="cpu").fit(dataset, steps=1, progress=False)
     paper = FLRP(tiny(), device="cpu")
     paper.fit(dataset, steps=1, progress=False)

@@ -158,8 +158,13 @@ class FLRPConfig(AlgoConfig):
     # where V_h(s) <= 0 only: at states the critic calls infeasible the infeasible_weighting="fisor"
     # weights keep imitating every episode's ways back, which mostly belong to episodes that went
     # unsafe - measured on CarCircle: filtering them too made the car leave the zone, cost 1.12 vs
-    # 0.00); "cost-to-go" (the cost of the pair's episode from that step on <= c: a switch episode's
-    # way back is kept once what remains of it is within the budget, an unsafe stretch is not).
+    # 0.00, and made DroneRun unsafe, 8.68 vs 0.11); "cost-to-go" (the cost of the pair's episode
+    # from that step on <= c: a switch episode's way back is kept once what remains of it is within
+    # the budget, an unsafe stretch is not; measured worse on both: CarCircle 5.58, DroneRun 1.54).
+    # README "Presets": no scope was safe on every task measured; no preset sets the filter.
+    # The weighted flow losses stay means over the whole batch, so with a kept share f they
+    # shrink by ~f against the critics, the entropy floor and the refiner's safety and shared
+    # terms (the measured behaviour; a per-batch renormalisation is not implemented).
     flow_episode_filter: Literal["all-states", "feasible-states", "cost-to-go"] = "all-states"
 
 
@@ -335,15 +340,16 @@ class FLRP(Algorithm):
             data["h_mc"] = behaviour_hj_value(data["h"], ds.episode_bounds, self.feasibility_gamma)
         if c.flow_episode_cost_max is not None:
             if c.flow_episode_filter == "cost-to-go":
-                after = np.zeros(len(ds), dtype=np.float64)  # cost from step t to the episode's end
+                cost = np.zeros(len(ds), dtype=np.float64)  # cost from step t to the episode's end
                 for start, end in ds.episode_bounds:
-                    after[start:end] = np.cumsum(ds.costs[start:end][::-1])[::-1]
-                keep = after <= c.flow_episode_cost_max
+                    cost[start:end] = np.cumsum(ds.costs[start:end][::-1])[::-1]
+                what = "cost-to-go"
             else:
-                keep = ds.episode_costs()[ds.episode_index()] <= c.flow_episode_cost_max
+                cost, what = ds.episode_costs()[ds.episode_index()], "episode cost"
+            keep = cost <= c.flow_episode_cost_max
             if not keep.any():
-                raise FlrpError(f"flow_episode_cost_max={c.flow_episode_cost_max:g} keeps no episode of the dataset "
-                                f"(lowest episode cost {ds.episode_costs().min():g})")
+                raise FlrpError(f"--flow-episode-cost-max {c.flow_episode_cost_max:g} keeps no pair of {ds.source} "
+                                f"(lowest {what} {cost.min():g})")
             data["flow_keep"] = keep.astype(np.float32)
         if c.feasibility == "cost":
             # "w/o HJ" ablation: the zero-violation samples are transitions of zero-cost episodes

@@ -291,21 +291,28 @@ def _verdict(d: Diagnosis) -> str:
 UNSAFE_SHARE_KEY = "share of the Q_h <= 0 pairs from episodes above the cost limit"
 
 
-def data_flags(q_h: np.ndarray, v_h: np.ndarray, episode_cost: np.ndarray, cost_limit: float = 10.0) -> dict[str, float]:
-    """What the critics say about logged pairs (Q_h(s, a), V_h(s) and the cost of each pair's
-    episode, same length): shares by episode cost, and how much of what the critic calls feasible
-    comes from episodes above ``cost_limit``."""
+def data_flags(
+    q_h: np.ndarray, v_h: np.ndarray, episode_cost: np.ndarray, cost_limit: float = 10.0, kept: np.ndarray | None = None
+) -> dict[str, float]:
+    """What the critics say about logged pairs (online Q_h(s, a), V_h(s) and the cost of each
+    pair's episode, same length): shares by episode cost, and how much of what the critic calls
+    feasible comes from episodes above ``cost_limit``. ``kept``: the pairs a run's flow filter
+    (``flow_episode_cost_max``) lets the flow imitate; the headline share counts only those."""
     q_h, v_h, episode_cost = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (q_h, v_h, episode_cost))
-    if not len(q_h) == len(v_h) == len(episode_cost):
-        raise FlrpError(f"data_flags: q_h, v_h and episode_cost differ in length ({len(q_h)}, {len(v_h)}, {len(episode_cost)})")
-    free, unsafe, feas = episode_cost == 0, episode_cost > cost_limit, q_h <= 0
+    if not len(q_h) == len(v_h) == len(episode_cost) == (len(q_h) if kept is None else len(kept)):
+        raise FlrpError(f"data_flags: q_h, v_h, episode_cost (and kept) differ in length ({len(q_h)}, {len(v_h)}, {len(episode_cost)})")
+    free, unsafe = episode_cost == 0, episode_cost > cost_limit
+    imitated = np.ones(len(q_h), dtype=bool) if kept is None else np.asarray(kept, dtype=bool).reshape(-1)
+    feas = (q_h <= 0) & imitated
     share = lambda m: float(m.mean()) if m.size else float("nan")  # noqa: E731
+    extra = {} if kept is None else {"share of pairs the run's flow filter keeps": share(imitated)}
     return {
         "pairs": float(len(q_h)),
+        **extra,
         "share of pairs from episodes above the cost limit": share(unsafe),
         "V_h(s) > 0 on states of cost-free episodes": share(v_h[free] > 0),
-        "Q_h(s,a) <= 0 on pairs of cost-free episodes": share(feas[free]),
-        "Q_h(s,a) <= 0 on pairs of episodes above the cost limit": share(feas[unsafe]),
+        "Q_h(s,a) <= 0 on pairs of cost-free episodes": share(q_h[free] <= 0),
+        "Q_h(s,a) <= 0 on pairs of episodes above the cost limit": share(q_h[unsafe] <= 0),
         UNSAFE_SHARE_KEY: float((feas & unsafe).sum() / feas.sum()) if feas.any() else float("nan"),
     }
 
@@ -433,11 +440,18 @@ def diagnose(
     if horizon < 0:
         raise FlrpError(f"--horizon must be >= 0, got {horizon}")
     algo = Algorithm.load(model, device="cpu")
+    spec = algo._require_built()
+    if dataset is not None and (dataset.obs_dim, dataset.act_dim) != (spec.obs_dim, spec.act_dim):
+        raise FlrpError(f"--dataset {dataset.source}: obs/act dims ({dataset.obs_dim}, {dataset.act_dim}) do not match "
+                        f"the model's ({spec.obs_dim}, {spec.act_dim})")
     traces = trace_episodes(algo, task, [seed + i for i in range(episodes)], deterministic, samples)
     diag = summarize(traces, task, horizon, cost_limit, float(algo._require_built().action_bound))
     if dataset is not None:
         idx, q, v = critic_values_on_data(algo, dataset)
-        diag.data = data_flags(q, v, dataset.episode_costs()[dataset.episode_index()][idx], cost_limit)
+        kept = None
+        if getattr(algo.config, "flow_episode_cost_max", None) is not None:  # the run's own flow filter
+            kept = algo.prepare_data(dataset)["flow_keep"][idx] > 0
+        diag.data = data_flags(q, v, dataset.episode_costs()[dataset.episode_index()][idx], cost_limit, kept)
         diag.verdict = _verdict(diag)
     out = Path(out)
     title = f"{algo.name} on {task.name} ({model})"

@@ -250,9 +250,9 @@ def run_dataset(out: Path, task: TaskSpec, dataset: str | None = None) -> tuple[
     given ('none' = skip), else the one recorded in ``run.json``. Returns ``(dataset or None, note)``;
     a recorded file that no longer exists is skipped with a note, a given one that does not is an error."""
     from flrp.files import read_json
-    from flrp.training.datasets import resolve_dataset
+    from flrp.training.datasets import TOY_NAMES, resolve_dataset
 
-    if dataset == "none":
+    if dataset is not None and dataset.lower() == "none":
         return None, "data section skipped (--dataset none)"
     path = dataset
     if path is None:
@@ -260,7 +260,7 @@ def run_dataset(out: Path, task: TaskSpec, dataset: str | None = None) -> tuple[
         path = info.get("dataset") if isinstance(info, dict) else None
         if path is None:
             return None, "data section skipped: no dataset recorded in run.json (pass --dataset FILE)"
-        if str(path) != "toy" and not Path(str(path)).is_file():
+        if str(path).lower() not in TOY_NAMES and not Path(str(path)).expanduser().is_file():
             return None, f"data section skipped: the run's dataset {path} is not there (pass --dataset FILE)"
     ds, _ = resolve_dataset(str(path), task.name)
     return ds, f"data section from {path}"
