@@ -37,18 +37,14 @@ RULES = ("one", "flrp", "maxqr", "minqh", "minqc")
 
 def make_act(algo, rule: str, sigma: float, samples: int):  # type: ignore[no-untyped-def]
     """An ``act`` for ``algo`` that draws u_0 ~ N(0, sigma^2 I) and keeps a candidate by ``rule``."""
-    m = algo.modules
 
     def act(obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         n = 1 if rule == "one" else samples
-        B = obs.shape[0]
         s = obs.repeat(n, 1)
-        a = algo.decode_base(s, sigma * algo._base_noise(s, deterministic))
+        u0 = sigma * algo._base_noise(s, deterministic)
         if n == 1:
-            return a
-        q_h = m["q_h"](s, a).max(0).values.view(n, B)
-        q_r = m["q_r"](s, a).min(0).values.view(n, B)
-        q_c = m["q_c"](s, a).max(0).values.view(n, B) if "q_c" in m else None
+            return algo.decode_base(s, u0)
+        a, q_h, q_r, q_c = algo.score_candidates(obs, u0)
         if rule == "flrp":
             idx = select_candidates(q_h, q_r, q_c)
         elif rule == "maxqr":
@@ -59,7 +55,7 @@ def make_act(algo, rule: str, sigma: float, samples: int):  # type: ignore[no-un
             if q_c is None:
                 raise SystemExit("flrp_acting_rules: rule minqc needs a model trained with recovery='cost'")
             idx = q_c.argmin(0)
-        return a.view(n, B, -1)[idx, torch.arange(B, device=obs.device)]
+        return a[idx, torch.arange(obs.shape[0], device=obs.device)]
 
     return act
 

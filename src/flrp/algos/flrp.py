@@ -27,6 +27,7 @@ from torch import nn
 
 from flrp.algos.base import AlgoConfig, Algorithm, call_frozen, register
 from flrp.data.dataset import OfflineDataset
+from flrp.data.sequences import episode_starts_lengths, to_go
 from flrp.data.spec import DataSpec
 from flrp.errors import FlrpError
 from flrp.nn.critic_losses import behaviour_hj_value, hj_feasibility_terms, iql_reward_terms
@@ -338,18 +339,8 @@ class FLRP(Algorithm):
         data["rew"] = data["rew"] * np.float32(scale)
         if c.hj_warm_start_steps > 0:
             data["h_mc"] = behaviour_hj_value(data["h"], ds.episode_bounds, self.feasibility_gamma)
-        if c.flow_episode_cost_max is not None:
-            if c.flow_episode_filter == "cost-to-go":
-                cost = np.zeros(len(ds), dtype=np.float64)  # cost from step t to the episode's end
-                for start, end in ds.episode_bounds:
-                    cost[start:end] = np.cumsum(ds.costs[start:end][::-1])[::-1]
-                what = "cost-to-go"
-            else:
-                cost, what = ds.episode_costs()[ds.episode_index()], "episode cost"
-            keep = cost <= c.flow_episode_cost_max
-            if not keep.any():
-                raise FlrpError(f"--flow-episode-cost-max {c.flow_episode_cost_max:g} keeps no pair of {ds.source} "
-                                f"(lowest {what} {cost.min():g})")
+        keep = self.flow_keep(ds)
+        if keep is not None:
             data["flow_keep"] = keep.astype(np.float32)
         if c.feasibility == "cost":
             # "w/o HJ" ablation: the zero-violation samples are transitions of zero-cost episodes
@@ -358,6 +349,22 @@ class FLRP(Algorithm):
             zero = ep_cost <= 0 if np.any(ep_cost <= 0) else ds.costs <= 0
             data["zero_violation"] = zero.astype(np.float32)
         return data
+
+    def flow_keep(self, ds: OfflineDataset) -> np.ndarray | None:
+        """(N,) bool: the pairs the flow_episode_cost_max filter lets the flow imitate (before the
+        "feasible-states" scope, applied per batch), or None when the filter is off."""
+        c = self.config
+        if c.flow_episode_cost_max is None:
+            return None
+        if c.flow_episode_filter == "cost-to-go":  # the episode's cost from step t to its end
+            cost, what = to_go(ds.costs, *episode_starts_lengths(ds.episode_bounds)), "cost-to-go"
+        else:
+            cost, what = ds.episode_costs()[ds.episode_index()], "episode cost"
+        keep = cost <= c.flow_episode_cost_max
+        if not keep.any():
+            raise FlrpError(f"--flow-episode-cost-max {c.flow_episode_cost_max:g} keeps no pair of {ds.source} "
+                            f"(lowest {what} {cost.min():g})")
+        return keep
 
     # ------------------------------------------------------------------ feasibility signals
     def _feasibility_values(
@@ -439,10 +446,8 @@ class FLRP(Algorithm):
         w, w_r = flow_weights(qh_sa, vh_s, q_r_t - v_r_d, c, None if rec is None else rec.v - rec.q_sa)
         if "flow_keep" in batch:  # deviation: flow_episode_cost_max (see FLRPConfig)
             keep = batch["flow_keep"]
-            if c.flow_episode_filter == "feasible-states":
+            if c.flow_episode_filter == "feasible-states":  # (the field's values are checked at config construction)
                 keep = torch.where(vh_s > 0, torch.ones_like(keep), keep)
-            elif c.flow_episode_filter not in ("all-states", "cost-to-go"):
-                raise FlrpError(f"flow_episode_filter must be 'all-states', 'feasible-states' or 'cost-to-go', got {c.flow_episode_filter!r}")
             w, w_r = w * keep, w_r * keep
 
         # ---- Sec. 3.2: flows and decoder (Algorithm 1, line 6) --------------------------------
@@ -538,13 +543,24 @@ class FLRP(Algorithm):
         n = 1 if deterministic else self.config.select_samples
         if n <= 1:
             return self.decode_base(obs, self._base_noise(obs, deterministic))
+        s = obs.repeat(n, 1)
+        a, q_h, q_r, q_c = self.score_candidates(obs, self._base_noise(s, False))
+        return a[select_candidates(q_h, q_r, q_c), torch.arange(obs.shape[0], device=obs.device)]
+
+    def score_candidates(
+        self, obs: torch.Tensor, u0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Decode n candidates per state from base samples ``u0`` (n*B, d_z; candidate j of state
+        i at row j*B + i) and score them: actions (n, B, A), twin-max Q_h, twin-min Q_r and, with
+        the recovery critic, twin-max Q_c (each (n, B))."""
         B = obs.shape[0]
-        s = obs.repeat(n, 1)  # (n*B, S): candidate j of state i at row j*B + i
-        a = self.decode_base(s, self._base_noise(s, False))
+        n = u0.shape[0] // B
+        s = obs.repeat(n, 1)
+        a = self.decode_base(s, u0)
         q_h = self.modules["q_h"](s, a).max(0).values.view(n, B)
         q_r = self.modules["q_r"](s, a).min(0).values.view(n, B)
         q_c = self.modules["q_c"](s, a).max(0).values.view(n, B) if self.config.recovery == "cost" else None
-        return a.view(n, B, -1)[select_candidates(q_h, q_r, q_c), torch.arange(B, device=obs.device)]
+        return a.view(n, B, -1), q_h, q_r, q_c
 
     def _base_noise(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:

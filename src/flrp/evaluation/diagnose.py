@@ -434,6 +434,7 @@ def diagnose(
     """Diagnose the model file on ``episodes`` evaluation episodes; write diagnosis.{json,md,png} to ``out``.
     With the run's ``dataset`` the diagnosis also says what the critics make of the logged data."""
     from flrp.algos.base import Algorithm
+    from flrp.algos.flrp import FLRP
 
     if episodes < 1:
         raise FlrpError(f"--episodes must be >= 1, got {episodes}")
@@ -445,13 +446,11 @@ def diagnose(
         raise FlrpError(f"--dataset {dataset.source}: obs/act dims ({dataset.obs_dim}, {dataset.act_dim}) do not match "
                         f"the model's ({spec.obs_dim}, {spec.act_dim})")
     traces = trace_episodes(algo, task, [seed + i for i in range(episodes)], deterministic, samples)
-    diag = summarize(traces, task, horizon, cost_limit, float(algo._require_built().action_bound))
+    diag = summarize(traces, task, horizon, cost_limit, float(spec.action_bound))
     if dataset is not None:
         idx, q, v = critic_values_on_data(algo, dataset)
-        kept = None
-        if getattr(algo.config, "flow_episode_cost_max", None) is not None:  # the run's own flow filter
-            kept = algo.prepare_data(dataset)["flow_keep"][idx] > 0
-        diag.data = data_flags(q, v, dataset.episode_costs()[dataset.episode_index()][idx], cost_limit, kept)
+        keep = algo.flow_keep(dataset) if isinstance(algo, FLRP) else None  # the run's own flow filter (None: off)
+        diag.data = data_flags(q, v, dataset.episode_costs()[dataset.episode_index()][idx], cost_limit, None if keep is None else keep[idx])
         diag.verdict = _verdict(diag)
     out = Path(out)
     title = f"{algo.name} on {task.name} ({model})"
