@@ -216,15 +216,17 @@ def test_resume_after_deleting_outputs(collected, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
-def test_roundtrip_collect_load_train_evaluate(collected, tmp_path):
+def test_roundtrip_collect_load_train_evaluate(collected, tmp_path, monkeypatch):
     from flrp.algos.base import Algorithm
     from flrp.evaluation.rollout import evaluate
 
     run = tmp_path / "bc"
-    code = main(["train", "--algo", "bc-all", "--dataset", str(collected.hdf5), "--steps", "50", "--episodes", "0",
+    monkeypatch.chdir(collected.hdf5.parent)  # a relative --dataset is recorded as its absolute path
+    code = main(["train", "--algo", "bc-all", "--dataset", collected.hdf5.name, "--steps", "50", "--episodes", "0",
                  "--out", str(run), "--hidden", "16", "--quiet"])
     assert code == 0
-    assert json.loads((run / "run.json").read_text())["task"] == TASK
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["task"] == TASK and meta["dataset"] == str(collected.hdf5.resolve())
     algo = Algorithm.load(run / "model.pt", device="cpu")
     res = evaluate(algo, get_task(TASK), episodes=2, seed=10_000)
     assert len(res.episodes) == 2

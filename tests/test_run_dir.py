@@ -132,6 +132,33 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, dataset):
     assert (run / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
 
 
+def test_a_killed_invocation_still_counts_in_timing(tmp_path, monkeypatch):
+    """timing.json (the sweep report's core-min) keeps a training invocation's seconds so far;
+    the resumed run adds the killed one's to its own instead of losing them."""
+    import flrp.training.run as run_mod
+
+    real, writes = run_mod.add_timing, []
+
+    def add_then_die(out, phase, wall, cpu, finished=True):
+        timing = real(out, phase, wall, cpu, finished)
+        writes.append(dict(timing))
+        if not finished and len(writes) == 5:  # step 5: after the checkpoint of step 3
+            raise KeyboardInterrupt
+        return timing
+
+    monkeypatch.setattr(run_mod, "TIMING_EVERY_S", 0.0)
+    monkeypatch.setattr(run_mod, "add_timing", add_then_die)
+    run = tmp_path / "run"
+    assert _train(run) != 0
+    killed = json.loads((run / "timing.json").read_text())
+    assert set(killed) == {"train_unfinished_wall_s", "train_unfinished_cpu_s"} and killed["train_unfinished_cpu_s"] > 0
+    monkeypatch.setattr(run_mod, "add_timing", real)
+    assert _train(run) == 0
+    done = json.loads((run / "timing.json").read_text())
+    assert set(done) == {"train_wall_s", "train_cpu_s"}
+    assert done["train_cpu_s"] > killed["train_unfinished_cpu_s"] and done["train_wall_s"] > killed["train_unfinished_wall_s"]
+
+
 def test_garbled_log_line_keeps_later_rows(tmp_path):
     log = MetricsLogger(tmp_path)
     for s in (1, 2, 3, 4):

@@ -120,6 +120,7 @@ class RunResult:
 
 
 TIMING_NAME = "timing.json"
+TIMING_EVERY_S = 30.0  # how often a training invocation records its seconds so far
 
 
 def cpu_seconds() -> float:
@@ -131,23 +132,50 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def add_timing(out: Path, phase: str, wall: float, cpu: float) -> dict[str, float]:
-    """Add one invocation's ``phase`` (``train`` or ``eval``) wall and CPU seconds to
-    ``<out>/timing.json`` (summed over the invocations that completed the phase: a resumed run
-    adds up; a killed invocation's share is not counted). Returns the file's contents."""
-    from flrp.files import read_json, write_json
+def _read_timing(path: Path) -> dict[str, float]:
+    from flrp.files import read_json
+
+    if not path.exists():
+        return {}
+    try:
+        return {k: float(v) for k, v in read_json(path).items()}
+    except (FlrpError, ValueError, TypeError, AttributeError):
+        return {}  # an unreadable record is replaced, never fatal to the run
+
+
+def add_timing(out: Path, phase: str, wall: float, cpu: float, finished: bool = True) -> dict[str, float]:
+    """Record one invocation's ``phase`` (``train`` or ``eval``) wall and CPU seconds in
+    ``<out>/timing.json``: summed over invocations (a resumed run adds up). While the phase runs,
+    ``finished=False`` keeps its seconds so far as ``<phase>_unfinished_*``; the next invocation
+    folds a killed one's record into the sums (:func:`fold_unfinished_timing`), so a run killed
+    and resumed counts the work it lost. Returns the file's contents."""
+    from flrp.files import write_json
 
     path = out / TIMING_NAME
-    timing: dict[str, float] = {}
-    if path.exists():
-        try:
-            timing = {k: float(v) for k, v in read_json(path).items()}
-        except (FlrpError, ValueError, TypeError, AttributeError):
-            timing = {}  # an unreadable record is replaced, never fatal to the run
-    timing[f"{phase}_wall_s"] = timing.get(f"{phase}_wall_s", 0.0) + wall
-    timing[f"{phase}_cpu_s"] = timing.get(f"{phase}_cpu_s", 0.0) + cpu
+    timing = _read_timing(path)
+    for unit, x in (("wall", wall), ("cpu", cpu)):
+        if finished:
+            timing[f"{phase}_{unit}_s"] = timing.get(f"{phase}_{unit}_s", 0.0) + x
+            timing.pop(f"{phase}_unfinished_{unit}_s", None)
+        else:
+            timing[f"{phase}_unfinished_{unit}_s"] = x
     write_json(path, timing)
     return timing
+
+
+def fold_unfinished_timing(out: Path) -> None:
+    """Add a killed invocation's ``*_unfinished_*`` seconds (:func:`add_timing`) to the sums."""
+    from flrp.files import write_json
+
+    path = out / TIMING_NAME
+    timing = _read_timing(path)
+    unfinished = [k for k in timing if "_unfinished_" in k]
+    if not unfinished:
+        return
+    for k in unfinished:
+        total = k.replace("_unfinished_", "_")
+        timing[total] = timing.get(total, 0.0) + timing.pop(k)
+    write_json(path, timing)
 
 
 def default_run_dir(algo: str, stem: str, seed: int) -> Path:
@@ -206,10 +234,20 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
         set_threads(job.threads)
     with run_lock(out):
         say(f"flrp: training {algo_cls.name} on {ds.source} ({len(ds)} transitions, {ds.num_episodes} episodes) for {config.steps} steps -> {out}")
+        fold_unfinished_timing(out)
         algo = algo_cls(config, device=device)
-        run_info = {"algo": algo_cls.name, "dataset": job.dataset, "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
+
+        last_record = [time.perf_counter()]
+
+        def record_progress(_algo: Algorithm, _step: int, _row: dict[str, float]) -> None:
+            now = time.perf_counter()  # at most every TIMING_EVERY_S: what a kill would leave uncounted
+            if now - last_record[0] >= TIMING_EVERY_S:
+                last_record[0] = now
+                add_timing(out, "train", now - wall0, cpu_seconds() - cpu0, finished=False)
+
+        run_info = {"algo": algo_cls.name, "dataset": recorded_dataset(job.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
         history = algo.fit(ds, run_dir=out, log_every=job.log_every, checkpoint_every=job.checkpoint_every, resume=job.resume, progress=job.progress,
-                           tensorboard=job.tensorboard, overwrite=job.overwrite, run_info=run_info)
+                           tensorboard=job.tensorboard, overwrite=job.overwrite, run_info=run_info, callback=record_progress)
         wall1, cpu1 = time.perf_counter(), cpu_seconds()
         add_timing(out, "train", wall1 - wall0, cpu1 - cpu0)
         result = RunResult(out=out, algo=algo, history=history, task=task)
@@ -243,6 +281,14 @@ def resolve_model(target: str | Path, task: str | None = None) -> tuple[Path, Ta
     if task_name is None:
         raise FlrpError(f"{model}: no task recorded for this model; pass --task NAME")
     return model, get_task(str(task_name)), out
+
+
+def recorded_dataset(dataset: str) -> str:
+    """The dataset as ``run.json`` records it: a file as its absolute path (so ``flrp diagnose``
+    finds it from any working directory), the toy task by its name."""
+    from flrp.training.datasets import TOY_NAMES
+
+    return dataset if dataset.lower() in TOY_NAMES else str(Path(dataset).expanduser().resolve())
 
 
 def run_dataset(out: Path, task: TaskSpec, dataset: str | None = None) -> tuple[OfflineDataset | None, str]:
