@@ -43,6 +43,18 @@ def pytest_runtest_makereport(item, call):
     _installed_but_unimportable(outcome.get_result())
 
 
+# The files whose tests take minutes (`pytest --durations=20`), longest first. pytest-xdist's
+# --dist loadfile hands files to the two workers in collection order, so a long file collected
+# last (test_toy_flrp.py sorts near the end) ran alone after the other worker had finished;
+# collected first, the two long files start at once and the short ones fill in around them.
+SLOW_FILES_FIRST = ("test_toy_flrp.py", "test_sweep.py", "test_baselines_fisor_lspc.py", "test_baselines_bcq_cpq.py", "test_run_dir.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+
+
 def synthetic_arrays(n_episodes: int = 20, length: int = 25, obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     n = n_episodes * length

@@ -33,7 +33,7 @@ def trained(toy):
     ds, task = toy
     flrp = FLRP(FLRPConfig(**FLRP_TEST_CONFIG), device="cpu")
     flrp.fit(ds, progress=False)
-    bc = BCSafe(BCSafeConfig(steps=20_000), device="cpu")
+    bc = BCSafe(BCSafeConfig(steps=10_000), device="cpu")  # as good as 20k on this data (return 7.5 at both, cost 0)
     bc.fit(ds, progress=False)
     return flrp, bc
 
