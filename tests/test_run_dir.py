@@ -132,6 +132,19 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, dataset):
     assert (run / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
 
 
+def test_a_finished_run_extended_to_more_steps_is_the_longer_run(tmp_path):
+    """``flrp train --steps N`` on a finished run's directory continues it (a checkpoint may change
+    only ``steps``): FLRP has no step-dependent schedule, so 6 steps then 4 more give the 10-step
+    run's weights and log, bit for bit (benchmarks/flrp_budget.py relies on this)."""
+    base = ["train", "--dataset", "toy", "--episodes", "0", "--log-every", "1", "--checkpoint-every", "3", *FAST]
+    assert main([*base, "--steps", "6", "--out", str(tmp_path / "run")]) == 0
+    assert main([*base, "--steps", "10", "--out", str(tmp_path / "run")]) == 0
+    assert main([*base, "--steps", "10", "--out", str(tmp_path / "ref")]) == 0
+    assert _steps(tmp_path / "run") == list(range(1, 11))
+    assert (tmp_path / "run" / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
+    assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "ref" / "metrics.csv").read_text()
+
+
 def test_a_killed_invocation_still_counts_in_timing(tmp_path, monkeypatch):
     """timing.json (the sweep report's core-min) keeps a training invocation's seconds so far;
     the resumed run adds the killed one's to its own instead of losing them."""
