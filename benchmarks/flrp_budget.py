@@ -8,7 +8,8 @@ Each budget is its own run directory, ``<out>/<stem>-fast-<k>k`` (or ``-<steps>`
 budget's directory and resuming it with ``flrp train --steps N`` (a checkpoint may change only
 ``steps``, and FLRP has no step-dependent schedule, so a 20k run extended to 40k *is* the 40k run).
 ``--start`` reuses an existing run as the first budget. Resumable: finished budgets are reused.
-``--report`` only rebuilds ``<results>/budget.md`` from every ``<out>/*-fast-*`` directory.
+``--report`` only rebuilds ``<results>/budget.md`` (and copies each row's eval.json, diagnosis.md,
+timing.json beside it) from every ``<out>/*-fast-*`` directory.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from flrp.files import read_json, write_json, write_text  # noqa: E402
 
 # What an evaluation or diagnosis of the previous budget left in its directory: not this budget's.
 RESULTS = ("eval.json", "eval.md", "diagnosis.json", "diagnosis.md", "diagnosis.png")
+BUDGET_NAME = "budget.json"  # which run this one extends, and whether its timing.json covers every step
 
 
 def run_dir(out: Path, stem: str, steps: int) -> Path:
@@ -41,12 +43,19 @@ def extend(previous: Path, dst: Path) -> None:
     timing = tmp / "timing.json"
     if timing.exists():  # the training seconds carry over (this budget's cost includes them), the evaluation's do not
         write_json(timing, {k: v for k, v in read_json(timing).items() if k.startswith("train_")})
+    # a run made before runs recorded their cost has no timing.json: then neither has any budget after it
+    complete = timing.exists()
+    if (previous / BUDGET_NAME).exists():
+        complete = complete and bool(read_json(previous / BUDGET_NAME)["timing_complete"])
+    write_json(tmp / BUDGET_NAME, {"extends": str(previous), "timing_complete": bool(complete)})
     tmp.rename(dst)
 
 
 def row(d: Path) -> dict[str, object]:
     e, g = read_json(d / "eval.json"), read_json(d / "diagnosis.json")
     t = read_json(d / "timing.json") if (d / "timing.json").exists() else {}
+    if (d / BUDGET_NAME).exists() and not read_json(d / BUDGET_NAME)["timing_complete"]:
+        t = {}  # the steps before the run it extends were not timed: the cost is unknown, not the extension's
     cfg = read_json(d / "config.json")["config"]
     exc = g["excursions"]
     return {
@@ -63,13 +72,18 @@ def report(out: Path, results: Path) -> str:
     dirs = [d for d in sorted(out.glob("*-fast-*")) if (d / "eval.json").exists() and (d / "diagnosis.json").exists()]
     rows = sorted((row(d) for d in dirs), key=lambda r: (str(r["task"]), int(r["steps"])))  # type: ignore[call-overload]
     f = lambda x: "—" if x is None or x != x else f"{x:.3f}"  # noqa: E731
+    f1 = lambda x: "—" if x != x else f"{x:.1f}"  # noqa: E731
     md = ["| task | steps | seed | norm. reward | norm. cost | safe | onsets | recall k=1 | refiner eff. | false alarms | excursion | train core-min |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['task']} | {r['steps']} | {r['seed']} | {f(r['norm_reward'])} | {f(r['norm_cost'])} | {'safe' if r['safe'] else 'unsafe'} | "
-                  f"{r['onsets']} | {f(r['recall_q_k1'])} | {f(r['refiner_eff'])} | {f(r['false_alarm'])} | {r['excursion_mean']:.1f} | {r['train_core_min']:.1f} |")
+                  f"{r['onsets']} | {f(r['recall_q_k1'])} | {f(r['refiner_eff'])} | {f(r['false_alarm'])} | {r['excursion_mean']:.1f} | {f1(r['train_core_min'])} |")
     text = "\n".join(md) + "\n"
     results.mkdir(parents=True, exist_ok=True)
+    for d in dirs:  # each row's own figures, beside the table
+        for name in ("eval.json", "diagnosis.md", "timing.json"):
+            if (d / name).exists():
+                shutil.copyfile(d / name, results / f"{d.name}-{name}")
     write_text(results / "budget.md", text)
     (results / "budget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return text
