@@ -7,7 +7,7 @@ extend one run from budget to budget, evaluate and diagnose it at each, stop at 
 Each budget is its own run directory, ``<out>/<stem>-fast-<k>k`` (or ``-<steps>``), made by copying the previous
 budget's directory and resuming it with ``flrp train --steps N`` (a checkpoint may change only
 ``steps``, and FLRP has no step-dependent schedule, so a 20k run extended to 40k *is* the 40k run).
-``--start`` reuses an existing run as the first budget. Resumable: finished budgets are reused.
+``--start`` reuses an existing run as the first budget (its step must not exceed the first budget). Resumable: finished budgets are reused.
 ``--report`` only rebuilds ``<results>/budget.md`` (and copies each row's eval.json, diagnosis.md,
 timing.json beside it) from every ``<out>/*-fast-*`` directory.
 """
@@ -31,8 +31,8 @@ RESULTS = ("eval.json", "eval.md", "diagnosis.json", "diagnosis.md", "diagnosis.
 BUDGET_NAME = "budget.json"  # which run this one extends, and whether its timing.json covers every step
 
 
-def run_dir(out: Path, stem: str, steps: int) -> Path:
-    return out / f"{stem}-fast-{f'{steps // 1000}k' if steps % 1000 == 0 else steps}"
+def run_dir(out: Path, stem: str, steps: int, seed: int = 0) -> Path:
+    return out / f"{stem}-fast-{f'{steps // 1000}k' if steps % 1000 == 0 else steps}{f'-seed{seed}' if seed else ''}"
 
 
 def extend(previous: Path, dst: Path) -> None:
@@ -61,7 +61,8 @@ def row(d: Path) -> dict[str, object]:
     return {
         "run": str(d), "task": e["task"], "steps": cfg["steps"], "seed": cfg["seed"],
         "norm_reward": e["norm_reward_mean"], "norm_cost": e["norm_cost_mean"], "safe": e["norm_cost_mean"] <= 1.0,
-        "onsets": g["onsets"], "recall_q_k1": g["recall_q"][1] if len(g["recall_q"]) > 1 else None,
+        "episodes": len(e["episodes"]), "over_limit": sum(ep["cost"] > e["cost_limit"] for ep in e["episodes"]),
+        "diag_episodes": g["episodes"], "onsets": g["onsets"], "recall_q_k1": g["recall_q"][1] if len(g["recall_q"]) > 1 else None,
         "refiner_eff": g["refiner_effectiveness"], "false_alarm": g["false_alarm_rate"],
         "excursion_mean": sum(exc) / len(exc) if exc else 0.0,
         "train_core_min": float(t.get("train_cpu_s", float("nan"))) / 60,
@@ -73,16 +74,20 @@ def report(out: Path, results: Path) -> str:
     rows = sorted((row(d) for d in dirs), key=lambda r: (str(r["task"]), int(r["steps"])))  # type: ignore[call-overload]
     f = lambda x: "—" if x is None or x != x else f"{x:.3f}"  # noqa: E731
     f1 = lambda x: "—" if x != x else f"{x:.1f}"  # noqa: E731
-    md = ["| task | steps | seed | norm. reward | norm. cost | safe | onsets | recall k=1 | refiner eff. | false alarms | excursion | train core-min |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = ["Evaluation (`eval.json`): reward, cost, safe, episodes over the cost limit. Diagnosis (`flrp diagnose`, the same "
+          "episodes when its count is the evaluation's): violation onsets, critic recall one step before, refiner effectiveness, "
+          "false alarms, mean steps outside per excursion. Train core-min: CPU minutes of training up to this budget.", "",
+          "| task | steps | seed | norm. reward | norm. cost | safe | over the limit | diagnosis: episodes | onsets | recall k=1 | refiner eff. | false alarms | excursion | train core-min |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['task']} | {r['steps']} | {r['seed']} | {f(r['norm_reward'])} | {f(r['norm_cost'])} | {'safe' if r['safe'] else 'unsafe'} | "
-                  f"{r['onsets']} | {f(r['recall_q_k1'])} | {f(r['refiner_eff'])} | {f(r['false_alarm'])} | {r['excursion_mean']:.1f} | {f1(r['train_core_min'])} |")
+                  f"{r['over_limit']} of {r['episodes']} | {r['diag_episodes']} | {r['onsets']} | {f(r['recall_q_k1'])} | {f(r['refiner_eff'])} | {f(r['false_alarm'])} | {r['excursion_mean']:.1f} | {f1(r['train_core_min'])} |")
     text = "\n".join(md) + "\n"
     results.mkdir(parents=True, exist_ok=True)
     for d in dirs:  # each row's own figures, beside the table
-        for name in ("eval.json", "diagnosis.md", "timing.json"):
-            if (d / name).exists():
+        untimed = (d / BUDGET_NAME).exists() and not read_json(d / BUDGET_NAME)["timing_complete"]
+        for name in ("eval.json", "diagnosis.md", "timing.json", BUDGET_NAME):
+            if (d / name).exists() and not (name == "timing.json" and untimed):  # a partial sum would mislead
                 shutil.copyfile(d / name, results / f"{d.name}-{name}")
     write_text(results / "budget.md", text)
     (results / "budget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -107,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--dataset is required (or --report)")
         if a.budgets != sorted(a.budgets):
             p.error("--budgets must be ascending")
+        if a.episodes < 1:
+            p.error("--episodes must be >= 1 (each budget is judged by its evaluation)")
+        if a.start and not (Path(a.start) / "checkpoint.pt").is_file():
+            p.error(f"--start {a.start}: no checkpoint.pt there (a run directory of flrp train)")
         stem = Path(a.dataset).stem
         previous = Path(a.start) if a.start else None
         for steps in a.budgets:
-            d = run_dir(out, stem, steps)
+            d = run_dir(out, stem, steps, a.seed)
             if not d.exists():
                 d.parent.mkdir(parents=True, exist_ok=True)
                 if previous is not None:
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--steps", str(steps), "--preset", "fast", "--quiet", "--episodes", str(a.episodes), "--workers", "1"])
                 if code:
                     return code
-            if not (d / "diagnosis.json").exists() and flrp(["diagnose", str(d), "--threads", "1", "--workers", "1"]):
+            if not (d / "diagnosis.json").exists() and flrp(["diagnose", str(d), "--threads", "1", "--workers", "1", "--episodes", str(a.episodes)]):
                 return 1
             previous = d
             if read_json(d / "eval.json")["norm_cost_mean"] <= 1.0 and not a.keep_going:

@@ -43,10 +43,11 @@ def pytest_runtest_makereport(item, call):
     _installed_but_unimportable(outcome.get_result())
 
 
-# The files whose tests take minutes (`pytest --durations=20`), longest first. pytest-xdist's
-# --dist loadfile hands files to the two workers in collection order, so a long file collected
-# last (test_toy_flrp.py sorts near the end) ran alone after the other worker had finished;
-# collected first, the two long files start at once and the short ones fill in around them.
+# The files whose tests take minutes (`pytest --durations=20`), longest first. With
+# --no-loadscope-reorder (pyproject addopts) pytest-xdist's --dist loadfile hands files to the two
+# workers in collection order (by default it orders them by test count, which put the 2-test
+# test_toy_flrp.py near the end, to run alone after the other worker had finished); collected
+# first, the two long files start at once and the short ones fill in around them.
 SLOW_FILES_FIRST = ("test_toy_flrp.py", "test_sweep.py", "test_baselines_fisor_lspc.py", "test_baselines_bcq_cpq.py", "test_run_dir.py")
 
 

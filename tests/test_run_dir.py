@@ -132,17 +132,22 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, dataset):
     assert (run / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
 
 
-def test_a_finished_run_extended_to_more_steps_is_the_longer_run(tmp_path):
+@pytest.mark.parametrize("preset", ["paper", "fast"])
+def test_a_finished_run_extended_to_more_steps_is_the_longer_run(tmp_path, capsys, preset):
     """``flrp train --steps N`` on a finished run's directory continues it (a checkpoint may change
     only ``steps``): FLRP has no step-dependent schedule, so 6 steps then 4 more give the 10-step
-    run's weights and log, bit for bit (benchmarks/flrp_budget.py relies on this)."""
-    base = ["train", "--dataset", "toy", "--episodes", "0", "--log-every", "1", "--checkpoint-every", "3", *FAST]
+    run's weights and log, bit for bit, with either preset (benchmarks/flrp_budget.py relies on
+    this). Going back to fewer steps than the checkpoint has is refused."""
+    base = ["train", "--dataset", "toy", "--episodes", "0", "--log-every", "1", "--checkpoint-every", "3", "--preset", preset, *FAST]
     assert main([*base, "--steps", "6", "--out", str(tmp_path / "run")]) == 0
     assert main([*base, "--steps", "10", "--out", str(tmp_path / "run")]) == 0
     assert main([*base, "--steps", "10", "--out", str(tmp_path / "ref")]) == 0
     assert _steps(tmp_path / "run") == list(range(1, 11))
     assert (tmp_path / "run" / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
     assert (tmp_path / "run" / "metrics.csv").read_text() == (tmp_path / "ref" / "metrics.csv").read_text()
+    capsys.readouterr()
+    assert main([*base, "--steps", "8", "--out", str(tmp_path / "run")]) == 2
+    _err(capsys, r"checkpoint\.pt: checkpoint is at step 10, past --steps 8")
 
 
 def test_a_killed_invocation_still_counts_in_timing(tmp_path, monkeypatch):
@@ -150,7 +155,7 @@ def test_a_killed_invocation_still_counts_in_timing(tmp_path, monkeypatch):
     the resumed run adds the killed one's to its own instead of losing them."""
     import flrp.training.run as run_mod
 
-    real, writes = run_mod.add_timing, []
+    real, writes, finished_args = run_mod.add_timing, [], []
 
     def add_then_die(out, phase, wall, cpu, finished=True):
         timing = real(out, phase, wall, cpu, finished)
@@ -159,17 +164,24 @@ def test_a_killed_invocation_still_counts_in_timing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return timing
 
+    def add_and_note(out, phase, wall, cpu, finished=True):
+        if finished:
+            finished_args.append((wall, cpu))
+        return real(out, phase, wall, cpu, finished)
+
     monkeypatch.setattr(run_mod, "TIMING_EVERY_S", 0.0)
     monkeypatch.setattr(run_mod, "add_timing", add_then_die)
     run = tmp_path / "run"
     assert _train(run) != 0
     killed = json.loads((run / "timing.json").read_text())
     assert set(killed) == {"train_unfinished_wall_s", "train_unfinished_cpu_s"} and killed["train_unfinished_cpu_s"] > 0
-    monkeypatch.setattr(run_mod, "add_timing", real)
+    monkeypatch.setattr(run_mod, "add_timing", add_and_note)
     assert _train(run) == 0
     done = json.loads((run / "timing.json").read_text())
     assert set(done) == {"train_wall_s", "train_cpu_s"}
-    assert done["train_cpu_s"] > killed["train_unfinished_cpu_s"] and done["train_wall_s"] > killed["train_unfinished_wall_s"]
+    [(wall, cpu)] = finished_args  # the resumed invocation's own seconds, plus the killed one's
+    assert done["train_cpu_s"] == pytest.approx(killed["train_unfinished_cpu_s"] + cpu)
+    assert done["train_wall_s"] == pytest.approx(killed["train_unfinished_wall_s"] + wall)
 
 
 def test_garbled_log_line_keeps_later_rows(tmp_path):

@@ -22,10 +22,9 @@ FLRP_TEST_CONFIG = dict(hidden=128, batch_size=256, steps=16_000, seed=0)
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    import os
-
-    os.environ["FLRP_DATA_DIR"] = str(tmp_path_factory.mktemp("flrp-data"))
-    return resolve_dataset("toy")
+    with pytest.MonkeyPatch.context() as mp:  # not left set for the files that run after this one
+        mp.setenv("FLRP_DATA_DIR", str(tmp_path_factory.mktemp("flrp-data")))
+        return resolve_dataset("toy")
 
 
 @pytest.fixture(scope="module")

@@ -164,8 +164,7 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     d.add_argument("--samples", type=int, default=16, help="base samples per step to test whether a feasible action existed (default 16)")
     d.add_argument("--horizon", type=int, default=20, help="steps before each violation to score the critic's warning (default 20)")
     d.add_argument("--dataset", default=None, help="the run's dataset, for what the critics make of the logged data (default: the one in run.json; 'none' skips it)")
-    add_eval_arguments(d, train=False)
-    d.set_defaults(episodes=10)
+    add_eval_arguments(d, train=False)  # --episodes 20 by default: the episodes eval.json scored
 
     i = sub.add_parser("info", help="summarise a dataset and plot its cost-return scatter")
     i.add_argument("dataset", help="path to a DSRL-format .hdf5 file, or 'toy'")

@@ -314,6 +314,8 @@ class Algorithm(abc.ABC):
                     self.load_checkpoint(run / CHECKPOINT_NAME)
                     if self._data_fingerprint not in (None, fingerprint):
                         raise FlrpError(f"{run / CHECKPOINT_NAME}: checkpoint was trained on different data than {dataset.source}")
+                    if self.step > total:  # would save the longer model under a config saying `total`
+                        raise FlrpError(f"{run / CHECKPOINT_NAME}: checkpoint is at step {self.step}, past --steps {total}; use another --out, or --overwrite to start over")
                 else:
                     start_fresh(run, overwrite)
                 if run_info is not None:

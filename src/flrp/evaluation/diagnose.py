@@ -423,7 +423,7 @@ def diagnose(
     model: str | Path,
     task: TaskSpec,
     out: str | Path,
-    episodes: int = 10,
+    episodes: int = 20,
     seed: int = 10_000,
     deterministic: bool | None = None,
     samples: int = 16,
