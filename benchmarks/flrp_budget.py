@@ -35,6 +35,12 @@ def run_dir(out: Path, stem: str, steps: int, seed: int = 0) -> Path:
     return out / f"{stem}-fast-{f'{steps // 1000}k' if steps % 1000 == 0 else steps}{f'-seed{seed}' if seed else ''}"
 
 
+def timing_complete(d: Path) -> bool:
+    """Whether ``d/timing.json`` covers every training step up to its budget: False when a run it
+    extends predates timing.json (``budget.json``); a run that extends nothing is complete."""
+    return not (d / BUDGET_NAME).exists() or bool(read_json(d / BUDGET_NAME)["timing_complete"])
+
+
 def extend(previous: Path, dst: Path) -> None:
     """``dst`` as a copy of ``previous`` without its results (copied to a temp name, then renamed)."""
     tmp = dst.with_name(dst.name + ".tmp")
@@ -44,18 +50,14 @@ def extend(previous: Path, dst: Path) -> None:
     if timing.exists():  # the training seconds carry over (this budget's cost includes them), the evaluation's do not
         write_json(timing, {k: v for k, v in read_json(timing).items() if k.startswith("train_")})
     # a run made before runs recorded their cost has no timing.json: then neither has any budget after it
-    complete = timing.exists()
-    if (previous / BUDGET_NAME).exists():
-        complete = complete and bool(read_json(previous / BUDGET_NAME)["timing_complete"])
-    write_json(tmp / BUDGET_NAME, {"extends": str(previous), "timing_complete": bool(complete)})
+    write_json(tmp / BUDGET_NAME, {"extends": str(previous), "timing_complete": timing.exists() and timing_complete(previous)})
     tmp.rename(dst)
 
 
 def row(d: Path) -> dict[str, object]:
     e, g = read_json(d / "eval.json"), read_json(d / "diagnosis.json")
-    t = read_json(d / "timing.json") if (d / "timing.json").exists() else {}
-    if (d / BUDGET_NAME).exists() and not read_json(d / BUDGET_NAME)["timing_complete"]:
-        t = {}  # the steps before the run it extends were not timed: the cost is unknown, not the extension's
+    # where the steps before the run it extends were not timed, the cost is unknown, not the extension's
+    t = read_json(d / "timing.json") if (d / "timing.json").exists() and timing_complete(d) else {}
     cfg = read_json(d / "config.json")["config"]
     exc = g["excursions"]
     return {
@@ -85,9 +87,9 @@ def report(out: Path, results: Path) -> str:
     text = "\n".join(md) + "\n"
     results.mkdir(parents=True, exist_ok=True)
     for d in dirs:  # each row's own figures, beside the table
-        untimed = (d / BUDGET_NAME).exists() and not read_json(d / BUDGET_NAME)["timing_complete"]
+        complete = timing_complete(d)
         for name in ("eval.json", "diagnosis.md", "timing.json", BUDGET_NAME):
-            if (d / name).exists() and not (name == "timing.json" and untimed):  # a partial sum would mislead
+            if (d / name).exists() and (name != "timing.json" or complete):  # a partial sum would mislead
                 shutil.copyfile(d / name, results / f"{d.name}-{name}")
     write_text(results / "budget.md", text)
     (results / "budget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

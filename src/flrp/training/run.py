@@ -237,12 +237,13 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
         fold_unfinished_timing(out)
         algo = algo_cls(config, device=device)
 
-        last_record = [time.perf_counter()]
+        last_record = time.perf_counter()
 
         def record_progress(_algo: Algorithm, _step: int, _row: dict[str, float]) -> None:
+            nonlocal last_record
             now = time.perf_counter()  # at most every TIMING_EVERY_S: what a kill would leave uncounted
-            if now - last_record[0] >= TIMING_EVERY_S:
-                last_record[0] = now
+            if now - last_record >= TIMING_EVERY_S:
+                last_record = now
                 add_timing(out, "train", now - wall0, cpu_seconds() - cpu0, finished=False)
 
         run_info = {"algo": algo_cls.name, "dataset": recorded_dataset(job.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
