@@ -7,11 +7,17 @@ is drawn. Separates "the policy's samples are unsafe" from "the critics pick bad
 
 Rules over N = --samples candidates (one-sample rules ignore N):
   one    the paper's protocol: a single u_0, refined and decoded
-  flrp   select_candidates (highest Q_r among Q_h <= 0, else the lowest Q_c / Q_h): the fast preset
+  flrp   select_candidates (highest Q_r among Q_h <= 0, else the lowest Q_c / Q_h): the fast preset;
+         --margin m counts a candidate feasible only if Q_h <= -m (FLRPConfig.select_margin), --qc-max d
+         only if also Q_c <= d (the recovery critic as a second gate)
   maxqr  highest Q_r, feasibility ignored
   minqh  lowest Q_h
   minqc  lowest Q_c (recovery critic; needs a model trained with recovery="cost")
 Rows are appended to <out>.jsonl and <out>.md is rebuilt; same evaluation seeds as flrp eval.
+
+    python benchmarks/flrp_acting_rules.py --summary results/flrp-levers/margin
+
+writes one table of every <name>.jsonl in that directory, a column per rule (summary.md).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from flrp.training.datasets import resolve_dataset  # noqa: E402
 RULES = ("one", "flrp", "maxqr", "minqh", "minqc")
 
 
-def make_act(algo, rule: str, sigma: float, samples: int):  # type: ignore[no-untyped-def]
+def make_act(algo, rule: str, sigma: float, samples: int, margin: float = 0.0, qc_max: float = float("inf")):  # type: ignore[no-untyped-def]
     """An ``act`` for ``algo`` that draws u_0 ~ N(0, sigma^2 I) and keeps a candidate by ``rule``."""
 
     def act(obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -46,7 +52,10 @@ def make_act(algo, rule: str, sigma: float, samples: int):  # type: ignore[no-un
             return algo.decode_base(s, u0)
         a, q_h, q_r, q_c = algo.score_candidates(obs, u0)
         if rule == "flrp":
-            idx = select_candidates(q_h, q_r, q_c)
+            gate = q_h  # candidates over the Q_c gate count as infeasible: Q_h raised above -margin
+            if q_c is not None and qc_max != float("inf"):
+                gate = torch.where(q_c <= qc_max, q_h, q_h.clamp(min=1e-6))
+            idx = select_candidates(gate, q_r, q_c, margin)
         elif rule == "maxqr":
             idx = q_r.argmax(0)
         elif rule == "minqh":
@@ -60,13 +69,37 @@ def make_act(algo, rule: str, sigma: float, samples: int):  # type: ignore[no-un
     return act
 
 
+def summary(folder: Path) -> Path:
+    """One markdown table over the folder's .jsonl files: reward / cost per rule."""
+    runs = {f.stem: [json.loads(line) for line in f.read_text().splitlines() if line.strip()] for f in sorted(folder.glob("*.jsonl"))}
+    rules = sorted({f"{r['rule']} (σ {r['sigma']:g})" for rows in runs.values() for r in rows}, key=lambda x: (len(x), x))
+    md = ["normalized reward / normalized cost (**bold**: unsafe, cost > 1) over the evaluation's own episodes; one row per model",
+          "", "| model | " + " | ".join(rules) + " |", "|---" * (len(rules) + 1) + "|"]
+    for name, rows in runs.items():
+        cell = {f"{r['rule']} (σ {r['sigma']:g})": r for r in rows}
+        md.append(f"| {name} | " + " | ".join(
+            (f"{c['norm_reward']:.3f} / " + (f"**{c['norm_cost']:.2f}**" if c["norm_cost"] > 1 else f"{c['norm_cost']:.2f}")) if (c := cell.get(k)) else "—"
+            for k in rules) + " |")
+    out = folder / "summary.md"
+    write_text(out, "\n".join(md) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--summary"] and len(argv) == 2:
+        print(summary(Path(argv[1])))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True, help="the model's dataset (for its task)")
     p.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
     p.add_argument("--sigma", type=float, nargs="+", default=[1.0], help="base-noise scales (1 = the paper's N(0, I))")
     p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--margin", type=float, nargs="+", default=None,
+                   help="rule flrp: feasible iff Q_h <= -margin (default: the model's own select_margin)")
+    p.add_argument("--qc-max", type=float, nargs="+", default=[float("inf")], help="rule flrp: and Q_c <= this (inf = no gate)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--out", default="results/flrp-levers/acting-rules")
     a = p.parse_args(argv)
@@ -76,13 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     algo = Algorithm.load(a.model, device="cpu")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    own = float(getattr(algo.config, "select_margin", 0.0))
+    variants = [(rule, m, d) for rule in a.rules for m in (a.margin or [own] if rule == "flrp" else [own])
+                for d in (a.qc_max if rule == "flrp" else [float("inf")])]
     for sigma in a.sigma:
-        for rule in a.rules:
-            algo.act = make_act(algo, rule, sigma, a.samples)
+        for rule, margin, qc_max in variants:
+            algo.act = make_act(algo, rule, sigma, a.samples, margin, qc_max)
             traces = trace_episodes(algo, task, [10_000 + i for i in range(a.episodes)], False, 16)
             d = summarize(traces, task, 20, action_bound=float(algo.spec.action_bound))
             lengths = sorted(len(t.cost) for t in traces)
-            row = {"task": task.name, "model": a.model, "rule": rule, "sigma": sigma, "samples": 1 if rule == "one" else a.samples,
+            row = {"task": task.name, "model": a.model, "rule": rule if rule != "flrp" else f"flrp margin {margin:g}" + ("" if qc_max == float("inf") else f" Q_c<={qc_max:g}"),
+                   "sigma": sigma, "samples": 1 if rule == "one" else a.samples,
                    "episodes": a.episodes, "norm_reward": d.norm_reward, "norm_cost": d.norm_cost, "return": d.return_mean,
                    "false_alarm": d.false_alarm_rate, "len_min": lengths[0], "len_median": lengths[len(lengths) // 2],
                    "max_len": task.max_episode_steps}

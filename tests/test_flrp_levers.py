@@ -32,7 +32,7 @@ def test_paper_preset_is_the_literal_paper_and_the_defaults():
     assert FLRP.preset_config("paper") == FLRPConfig()
     c = FLRPConfig()
     assert (c.tau, c.hj_next_value, c.critic_warmup_steps, c.flow_warmup_steps) == (0.001, "target", 0, 0)
-    assert (c.hj_warm_start_steps, c.infeasible_weighting, c.select_samples) == (0, "paper", 1)
+    assert (c.hj_warm_start_steps, c.infeasible_weighting, c.select_samples, c.select_margin) == (0, "paper", 1, 0.0)
     assert (c.steps, c.hidden, c.batch_size) == (1_000_000, 256, 512)
     assert (c.recovery, c.flow_episode_cost_max, c.expectile_feasibility, c.feasibility_gamma) == ("none", None, 0.9, None)
 
@@ -166,21 +166,46 @@ def test_select_candidates_prefers_reward_among_feasible_else_lowest_q_h():
     assert select_candidates(q_h, q_r).tolist() == [1, 1]  # state 0: best Q_r of the feasible two; state 1: lowest Q_h
 
 
-def test_select_samples_acts_with_the_chosen_candidate(dataset):
+def test_select_margin_narrows_what_counts_as_feasible():
+    q_h = torch.tensor([[-0.3, -0.9], [-0.8, -0.2], [0.5, 3.0]])  # (N=3, B=2)
+    q_r = torch.tensor([[9.0, 9.0], [1.0, 1.0], [0.0, 0.0]])
+    assert select_candidates(q_h, q_r).tolist() == [0, 0]  # Q_h <= 0: the best Q_r
+    assert select_candidates(q_h, q_r, margin=0.5).tolist() == [1, 0]  # state 0: only -0.8 is <= -0.5
+    assert select_candidates(q_h, q_r, margin=0.95).tolist() == [1, 0]  # none feasible: the lowest Q_h
+    q_c = torch.tensor([[2.0, 2.0], [3.0, 3.0], [1.0, 1.0]])
+    assert select_candidates(q_h, q_r, q_c, margin=0.95).tolist() == [2, 2]  # or the lowest Q_c
+
+
+def test_select_margin_is_inference_only(dataset):
+    """Training never reads select_margin: the same seed trains the same weights with any margin,
+    which is what lets benchmarks/flrp_acting_rules.py re-evaluate a trained model with another one."""
+    a, b = (FLRP(tiny(select_samples=4, select_margin=m), device="cpu") for m in (0.0, 0.6))
+    for algo in (a, b):
+        algo.fit(dataset, steps=3, progress=False)
+    for name, module in a.modules.items():
+        assert all(torch.equal(x, y) for x, y in zip(module.state_dict().values(), b.modules[name].state_dict().values())), name
+
+
+@pytest.mark.parametrize("with_margin", [False, True])
+def test_select_samples_acts_with_the_chosen_candidate(dataset, with_margin):
     """act() with N candidates returns exactly the candidate select_candidates picks from the
-    critics' values of the N decoded samples (same noise)."""
+    critics' values of the N decoded samples (same noise), with the config's margin."""
     algo = FLRP(tiny(select_samples=8), device="cpu")
     algo.fit(dataset, steps=3, progress=False)
     s = torch.as_tensor(algo.spec.normalize_obs(dataset.observations[:6]))
     state = algo._noise_gen.get_state()
     with torch.no_grad():
-        a = algo.act(s, deterministic=False)
-        algo._noise_gen.set_state(state)
         rep = s.repeat(8, 1)
         cand = algo.decode_base(rep, torch.randn(48, algo.latent_dim, generator=algo._noise_gen))
         q_h = algo.modules["q_h"](rep, cand).max(0).values.view(8, 6)
         q_r = algo.modules["q_r"](rep, cand).min(0).values.view(8, 6)
-    pick = select_candidates(q_h, q_r)
+        # a margin that splits the candidates, so an act() that ignored it would pick otherwise
+        margin = -float(q_h.median()) if with_margin else 0.0
+        pick = select_candidates(q_h, q_r, margin=margin)
+        assert margin >= 0 and (not with_margin or not torch.equal(pick, select_candidates(q_h, q_r)))
+        algo.config.select_margin = margin
+        algo._noise_gen.set_state(state)
+        a = algo.act(s, deterministic=False)
     assert torch.equal(a, cand.view(8, 6, -1)[pick, torch.arange(6)])
     assert a.shape == (6, 2) and bool((a.abs() <= 1).all())
     assert algo.predict(dataset.observations[:6], deterministic=True).shape == (6, 2)  # u_0 = 0: no selection

@@ -150,6 +150,27 @@ def test_a_finished_run_extended_to_more_steps_is_the_longer_run(tmp_path, capsy
     _err(capsys, r"checkpoint\.pt: checkpoint is at step 10, past --steps 8")
 
 
+def test_a_run_given_another_select_margin_is_the_run_trained_with_it(tmp_path):
+    """benchmarks/flrp_reselect.py rewrites a finished run's select_margin and re-evaluates it:
+    since training never reads the margin, the result is the run trained with that margin, model
+    file and evaluation byte for byte."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flrp_reselect", Path(__file__).parents[1] / "benchmarks" / "flrp_reselect.py")
+    assert spec is not None and spec.loader is not None
+    reselect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reselect)
+    base = ["train", "--dataset", "toy", "--preset", "fast", "--steps", "4", "--episodes", "2", *FAST]
+    assert main([*base, "--select-margin", "0", "--out", str(tmp_path / "run")]) == 0
+    assert main([*base, "--select-margin", "0.6", "--out", str(tmp_path / "ref")]) == 0
+    assert "-> 0.6" in reselect.reselect(tmp_path / "run", 0.6)
+    for name in ("model.pt", "checkpoint.pt", "eval.json"):
+        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == json.loads((tmp_path / "ref" / "config.json").read_text())
+    assert json.loads((tmp_path / "run" / "reselect.json").read_text())["margin_before"] == 0.0
+    assert "already at margin 0.6" in reselect.reselect(tmp_path / "run", 0.6)
+
+
 def test_a_killed_invocation_still_counts_in_timing(tmp_path, monkeypatch):
     """timing.json (the sweep report's core-min) keeps a training invocation's seconds so far;
     the resumed run adds the killed one's to its own instead of losing them."""

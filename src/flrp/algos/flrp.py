@@ -147,6 +147,14 @@ class FLRPConfig(AlgoConfig):
     # u_0 ~ N(0, I), refine and decode each, keep the highest-Q_r action among those with
     # Q_h <= 0, or the lowest-Q_h one if none is feasible. 1 = the paper (one sample).
     select_samples: int = 1
+    # Safety margin of that selection (deviation, not in the paper nor in FISOR, whose test is
+    # Q_h <= 0): a candidate counts as feasible iff Q_h <= -select_margin. Q_h runs from h_safe = -1
+    # (safe forever, Eq. 7's fixed point) to h_unsafe = 25, and a critic trained 20k steps is
+    # least sure near 0, where the highest-Q_r feasible candidate sits: the car drives along the
+    # edge of the zone and leaves it (CarCircle seed 1, fast preset: cost 4.09 with Q_h <= 0,
+    # 0.00 with Q_h <= -0.6). Inference only: training does not read it, so a trained model can be
+    # re-evaluated with another margin (benchmarks/flrp_acting_rules.py --qh-max). 0 = FISOR's test.
+    select_margin: float = 0.0
     # Episode filter on what the flow imitates (deviation, not in the paper: BC-Safe's filter,
     # OSRL bc_safe keeps episodes with cost <= the cost limit). Eq. 11 weighs *pairs* by Q_h, V_h:
     # a pair of an unsafe episode counts as long as a safe continuation exists from it, so on data
@@ -184,6 +192,11 @@ FLRP_PRESETS: dict[str, dict[str, object]] = {
         "recovery": "cost",
         "infeasible_weighting": "fisor",
         "select_samples": 16,  # FISOR's N = 16 candidates
+        # Measured without retraining (benchmarks/flrp_acting_rules.py --margin, 20 episodes,
+        # results/flrp-levers/margin/summary.md): CarCircle seeds 0-2 cost 0.00 / 4.09 / 0.35 with
+        # Q_h <= 0 and 0.03 / 0.00 / 0.00 with Q_h <= -0.6, AntCircle 0.75 -> 0.00; reward -12 % on
+        # BallCircle, -6 % on AntRun, +5 % on CarRun; no help on the Drone tasks.
+        "select_margin": 0.6,
         "hidden": 128,
         "steps": 20_000,
     },
@@ -213,11 +226,13 @@ def flow_weights(
     return w, w_r
 
 
-def select_candidates(q_h: torch.Tensor, q_r: torch.Tensor, q_c: torch.Tensor | None = None) -> torch.Tensor:
+def select_candidates(
+    q_h: torch.Tensor, q_r: torch.Tensor, q_c: torch.Tensor | None = None, margin: float = 0.0
+) -> torch.Tensor:
     """Index (B,) of the candidate kept per state from (N, B) critic values: the highest Q_r
-    among candidates with Q_h <= 0, else the lowest Q_h (FISOR's inference rule), or the lowest
-    Q_c when a recovery critic's values are given."""
-    feasible = q_h <= 0
+    among candidates with Q_h <= -margin (margin 0: FISOR's inference rule), else the lowest Q_h,
+    or the lowest Q_c when a recovery critic's values are given."""
+    feasible = q_h <= -margin
     score = torch.where(feasible, q_r, torch.full_like(q_r, -torch.inf))
     any_feasible = feasible.any(0)
     fallback = q_h if q_c is None else q_c
@@ -545,7 +560,8 @@ class FLRP(Algorithm):
             return self.decode_base(obs, self._base_noise(obs, deterministic))
         s = obs.repeat(n, 1)
         a, q_h, q_r, q_c = self.score_candidates(obs, self._base_noise(s, False))
-        return a[select_candidates(q_h, q_r, q_c), torch.arange(obs.shape[0], device=obs.device)]
+        pick = select_candidates(q_h, q_r, q_c, self.config.select_margin)
+        return a[pick, torch.arange(obs.shape[0], device=obs.device)]
 
     def score_candidates(
         self, obs: torch.Tensor, u0: torch.Tensor

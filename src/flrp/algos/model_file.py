@@ -171,7 +171,7 @@ def read_payload(path: str | Path) -> dict[str, Any]:
 # Config fields added after models were written, per algorithm, with the value that gives the
 # behaviour of the code before the field existed.
 LATER_FIELDS: dict[str, dict[str, Any]] = {
-    "flrp": {"flow_episode_cost_max": None, "flow_episode_filter": "all-states"},
+    "flrp": {"flow_episode_cost_max": None, "flow_episode_filter": "all-states", "select_margin": 0.0},
 }
 
 

@@ -102,6 +102,7 @@ FIELD_RANGES: dict[str, Range] = {
     "exp_adv_max_*": POSITIVE,
     "reward_scale": POSITIVE,
     "flow_episode_cost_max": NON_NEGATIVE,
+    "select_margin": NON_NEGATIVE,
     "cost_scale": POSITIVE,
     "beta_min": POSITIVE,
     "beta_max": POSITIVE,
