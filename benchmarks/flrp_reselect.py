@@ -50,9 +50,9 @@ def reselect(run: Path, margin: float) -> str:
     cfg["config"]["select_margin"] = margin
     write_json(run / "config.json", cfg)
     episodes = str(len(before["episodes"]))  # the run's own evaluation: same count, same seeds (from 10000)
-    subprocess.run(["flrp", "eval", str(run), "--threads", "1", "--episodes", episodes], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["flrp", "eval", str(run), "--threads", "1", "--workers", "1", "--episodes", episodes], check=True, stdout=subprocess.DEVNULL)
     if (run / "diagnosis.json").exists():
-        subprocess.run(["flrp", "diagnose", str(run), "--threads", "1", "--episodes", episodes], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["flrp", "diagnose", str(run), "--threads", "1", "--workers", "1", "--episodes", episodes], check=True, stdout=subprocess.DEVNULL)
     after = read_json(run / "eval.json")
     record["after"] = {k: after[k] for k in ("norm_reward_mean", "norm_cost_mean") if k in after}
     write_json(run / "reselect.json", record)
