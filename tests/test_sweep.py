@@ -95,6 +95,24 @@ def test_rerun_skips_finished_runs(sweep_dir, capsys):
     assert "0 run(s) finished, 4 already done, 0 failed" in capsys.readouterr().out
 
 
+def test_a_finished_run_with_another_config_is_refused(sweep_dir, tmp_path, capsys):
+    """A finished run trained with another config than the sweep asks for (a preset changed since,
+    a run copied in) would be skipped silently and reported under the new name: refused instead,
+    naming the run and the field, before anything starts."""
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, out)
+    cfg_path = out / "bc-safe" / "toy" / "seed1" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["config"]["lr"] = cfg["config"]["lr"] * 2
+    cfg_path.write_text(json.dumps(cfg))
+    assert sweep_main(["--out", str(out), *SWEEP[:-3], "--dry-run", *SWEEP[-3:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "bc-safe/toy/seed1: this finished run was trained with another config (lr=" in err
+
+
 def test_report_matches_eval_json(sweep_dir):
     for name in ("results.md", "results.csv", "results.png"):
         assert (sweep_dir / name).exists(), name

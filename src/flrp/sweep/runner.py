@@ -36,6 +36,7 @@ from flrp.sweep.spec import (
     RunSpec,
     SweepSettings,
     build_jobs,
+    check_finished_configs,
     check_manifest,
     expand,
     parse_overrides,
@@ -187,6 +188,7 @@ def run_sweep(
         raise FlrpError("the sweep has no runs")
     jobs = build_jobs(specs, root, settings)
     check_manifest(root, settings)
+    check_finished_configs(specs, jobs, root, settings.episodes)
     ray = _import_ray(local=address is None)
     todo = [s for s in specs if run_status(root / s.rel_dir, settings.episodes) != "done"]
     result = SweepResult(out=root, total=len(specs), skipped=len(specs) - len(todo))
@@ -313,6 +315,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         out = Path(ns.out).expanduser().resolve()
         jobs = build_jobs(specs, out, settings)
         check_manifest(out, settings)
+        check_finished_configs(specs, jobs, out, settings.episodes)
         if ns.dry_run:
             for s in specs:
                 print(f"[{run_status(out / s.rel_dir, settings.episodes)}] flrp {shlex.join(job_argv(jobs[s]))}")

@@ -43,6 +43,7 @@ __all__ = [
     "build_job",
     "build_jobs",
     "check_manifest",
+    "check_finished_configs",
     "expand",
     "parse_overrides",
     "parse_seeds",
@@ -336,6 +337,38 @@ def update_manifest(out: Path, specs: Sequence[RunSpec], settings: SweepSettings
     for spec in specs:
         runs.setdefault(spec.rel_dir.as_posix(), spec.to_dict())
     write_json(out / MANIFEST_NAME, {"flrp_version": flrp.__version__, "settings": settings.to_dict(), "runs": list(runs.values())})
+
+
+def check_finished_configs(specs: Sequence[RunSpec], jobs: dict[RunSpec, TrainJob], out: Path, episodes: int = 20) -> None:
+    """Refuse a sweep whose finished runs were trained with another config than the one it asks
+    for (a preset or a default changed since, or a run directory copied in by hand): rerunning
+    would silently keep them, and the report would mix two configs under one name.
+
+    Raises:
+        FlrpError: naming the first such run and its differing fields.
+    """
+    from dataclasses import asdict
+
+    from flrp.algos.model_file import LATER_FIELDS
+
+    for spec in specs:
+        run = out / spec.rel_dir
+        if run_status(run, episodes) != "done" or not (run / "config.json").exists():
+            continue
+        try:
+            recorded = json.loads((run / "config.json").read_text()).get("config", {})
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise FlrpError(f"{run / 'config.json'}: unreadable ({exc})") from None
+        job = jobs[spec]
+        want = json.loads(json.dumps(asdict(job.config)))  # tuples -> lists, as config.json has them
+        later = LATER_FIELDS.get(spec.algo, {})
+        diff = [k for k, v in want.items() if not (k == STEPS and job.default_steps) and recorded.get(k, later.get(k, v)) != v]
+        if diff:
+            fields = ", ".join(f"{k}={recorded.get(k, later.get(k))!r} there, {want[k]!r} now" for k in diff[:3])
+            raise FlrpError(
+                f"{run}: this finished run was trained with another config ({fields}); delete it to train it "
+                f"again, or choose another --out"
+            )
 
 
 def run_status(run_dir: str | os.PathLike[str], episodes: int = 20) -> str:
