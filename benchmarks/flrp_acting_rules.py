@@ -41,7 +41,7 @@ from flrp.training.datasets import resolve_dataset  # noqa: E402
 RULES = ("one", "flrp", "maxqr", "minqh", "minqc")
 
 
-def make_act(algo, rule: str, sigma: float, samples: int, margin: float = 0.0, qc_max: float = float("inf")):  # type: ignore[no-untyped-def]
+def make_act(algo, rule: str, sigma: float, samples: int, margin: float = 0.0, qc_max: float = float("inf"), tiered: bool = False):  # type: ignore[no-untyped-def]
     """An ``act`` for ``algo`` that draws u_0 ~ N(0, sigma^2 I) and keeps a candidate by ``rule``."""
 
     def act(obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -55,7 +55,7 @@ def make_act(algo, rule: str, sigma: float, samples: int, margin: float = 0.0, q
             gate = q_h  # candidates over the Q_c gate count as infeasible: Q_h raised above -margin
             if q_c is not None and qc_max != float("inf"):
                 gate = torch.where(q_c <= qc_max, q_h, q_h.clamp(min=1e-6))
-            idx = select_candidates(gate, q_r, q_c, margin)
+            idx = select_candidates(gate, q_r, q_c, margin, tiered)
         elif rule == "maxqr":
             idx = q_r.argmax(0)
         elif rule == "minqh":
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--margin", type=float, nargs="+", default=None,
                    help="rule flrp: feasible iff Q_h <= -margin (default: the model's own select_margin)")
+    p.add_argument("--tiered", action="store_true", help="rule flrp: when none clears the margin, the best Q_r with Q_h <= 0 before the fallback")
     p.add_argument("--qc-max", type=float, nargs="+", default=[float("inf")], help="rule flrp: and Q_c <= this (inf = no gate)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--out", default="results/flrp-levers/acting-rules")
@@ -114,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                 for d in (a.qc_max if rule == "flrp" else [float("inf")])]
     for sigma in a.sigma:
         for rule, margin, qc_max in variants:
-            algo.act = make_act(algo, rule, sigma, a.samples, margin, qc_max)
+            algo.act = make_act(algo, rule, sigma, a.samples, margin, qc_max, a.tiered)
             traces = trace_episodes(algo, task, [10_000 + i for i in range(a.episodes)], False, 16)
             d = summarize(traces, task, 20, action_bound=float(algo.spec.action_bound))
             lengths = sorted(len(t.cost) for t in traces)
-            row = {"task": task.name, "model": a.model, "rule": rule if rule != "flrp" else f"flrp margin {margin:g}" + ("" if qc_max == float("inf") else f" Q_c<={qc_max:g}"),
+            row = {"task": task.name, "model": a.model, "rule": rule if rule != "flrp" else f"flrp margin {margin:g}" + (" tiered" if a.tiered else "")
+                   + ("" if qc_max == float("inf") else f" Q_c<={qc_max:g}"),
                    "sigma": sigma, "samples": 1 if rule == "one" else a.samples,
                    "episodes": a.episodes, "norm_reward": d.norm_reward, "norm_cost": d.norm_cost, "return": d.return_mean,
                    "false_alarm": d.false_alarm_rate, "len_min": lengths[0], "len_median": lengths[len(lengths) // 2],

@@ -174,6 +174,9 @@ def test_select_margin_narrows_what_counts_as_feasible():
     assert select_candidates(q_h, q_r, margin=0.95).tolist() == [1, 0]  # none feasible: the lowest Q_h
     q_c = torch.tensor([[2.0, 2.0], [3.0, 3.0], [1.0, 1.0]])
     assert select_candidates(q_h, q_r, q_c, margin=0.95).tolist() == [2, 2]  # or the lowest Q_c
+    # tiered: when none clears the margin, the best Q_r among Q_h <= 0 comes before the lowest Q_c
+    assert select_candidates(q_h, q_r, q_c, margin=0.95, tiered=True).tolist() == [0, 0]
+    assert select_candidates(q_h, q_r, q_c, margin=0.5, tiered=True).tolist() == [1, 0]  # margin met: as untiered
 
 
 def test_select_margin_is_inference_only(dataset):

@@ -163,12 +163,31 @@ def test_a_run_given_another_select_margin_is_the_run_trained_with_it(tmp_path):
     base = ["train", "--dataset", "toy", "--preset", "fast", "--steps", "4", "--episodes", "2", *FAST]
     assert main([*base, "--select-margin", "0", "--out", str(tmp_path / "run")]) == 0
     assert main([*base, "--select-margin", "0.6", "--out", str(tmp_path / "ref")]) == 0
-    assert "-> 0.6" in reselect.reselect(tmp_path / "run", 0.6)
+    run = tmp_path / "run"
+    before = json.loads((run / "eval.json").read_text())
+    with pytest.raises(FlrpError, match="finite number >= 0"):
+        reselect.reselect(run, float("nan"))
+    real = reselect._flrp
+
+    def killed(*args):
+        raise FlrpError("eval failed (killed)")
+
+    reselect._flrp = killed  # a reselection killed at its evaluation ...
+    try:
+        with pytest.raises(FlrpError, match="killed"):
+            reselect.reselect(run, 0.6)
+    finally:
+        reselect._flrp = real
+    assert json.loads((run / "config.json").read_text())["config"]["select_margin"] == 0.0  # config.json changes last
+    assert json.loads((run / "reselect.json").read_text())["done"] is False
+    assert "-> 0.6" in reselect.reselect(run, 0.6)  # ... resumes, keeping the figures from before it
     for name in ("model.pt", "checkpoint.pt", "eval.json"):
-        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
-    assert json.loads((tmp_path / "run" / "config.json").read_text()) == json.loads((tmp_path / "ref" / "config.json").read_text())
-    assert json.loads((tmp_path / "run" / "reselect.json").read_text())["margin_before"] == 0.0
-    assert "already at margin 0.6" in reselect.reselect(tmp_path / "run", 0.6)
+        assert (run / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    for name in ("config.json", "run.json"):
+        assert json.loads((run / name).read_text()) == json.loads((tmp_path / "ref" / name).read_text()), name
+    state = json.loads((run / "reselect.json").read_text())
+    assert (state["margin_before"], state["done"], state["before"]["norm_reward_mean"]) == (0.0, True, before["norm_reward_mean"])
+    assert "already at margin 0.6" in reselect.reselect(run, 0.6)
 
 
 def test_a_killed_invocation_still_counts_in_timing(tmp_path, monkeypatch):

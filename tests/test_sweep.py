@@ -113,6 +113,31 @@ def test_a_finished_run_with_another_config_is_refused(sweep_dir, tmp_path, caps
     assert "bc-safe/toy/seed1: this finished run was trained with another config (lr=" in err
 
 
+def test_a_finished_run_from_before_a_preset_changed_is_refused(tmp_path):
+    """An old fast-preset run's config.json lacks fields added since (LATER_FIELDS: read as their
+    old value): refused against today's fast preset, which changed one of them, accepted against
+    the paper preset, which did not."""
+    from dataclasses import asdict
+
+    from flrp.sweep.spec import build_jobs, check_finished_configs
+
+    settings = SweepSettings(steps=30, episodes=2)
+    for preset, refused in (("fast", True), ("paper", False)):
+        specs = expand(["flrp"], ["toy"], [0], parse_overrides([f"preset={preset}"]))
+        jobs = build_jobs(specs, tmp_path, settings)
+        run = tmp_path / specs[0].rel_dir
+        run.mkdir(parents=True)
+        config = json.loads(json.dumps(asdict(jobs[specs[0]].config)))
+        del config["select_margin"]  # written before the field existed
+        (run / "config.json").write_text(json.dumps({"algo": "flrp", "config": config}))
+        (run / "eval.json").write_text("{}")
+        if refused:
+            with pytest.raises(FlrpError, match=r"select_margin=0.0 there, 0.6 now\); select_margin is read only at inference"):
+                check_finished_configs(specs, jobs, tmp_path, settings.episodes)
+        else:
+            check_finished_configs(specs, jobs, tmp_path, settings.episodes)
+
+
 def test_report_matches_eval_json(sweep_dir):
     for name in ("results.md", "results.csv", "results.png"):
         assert (sweep_dir / name).exists(), name

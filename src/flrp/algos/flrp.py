@@ -153,7 +153,7 @@ class FLRPConfig(AlgoConfig):
     # least sure near 0, where the highest-Q_r feasible candidate sits: the car drives along the
     # edge of the zone and leaves it (CarCircle seed 1, fast preset: cost 4.09 with Q_h <= 0,
     # 0.00 with Q_h <= -0.6). Inference only: training does not read it, so a trained model can be
-    # re-evaluated with another margin (benchmarks/flrp_acting_rules.py --qh-max). 0 = FISOR's test.
+    # re-evaluated with another margin (benchmarks/flrp_acting_rules.py --margin). 0 = FISOR's test.
     select_margin: float = 0.0
     # Episode filter on what the flow imitates (deviation, not in the paper: BC-Safe's filter,
     # OSRL bc_safe keeps episodes with cost <= the cost limit). Eq. 11 weighs *pairs* by Q_h, V_h:
@@ -194,8 +194,10 @@ FLRP_PRESETS: dict[str, dict[str, object]] = {
         "select_samples": 16,  # FISOR's N = 16 candidates
         # Measured without retraining (benchmarks/flrp_acting_rules.py --margin, 20 episodes,
         # results/flrp-levers/margin/summary.md): CarCircle seeds 0-2 cost 0.00 / 4.09 / 0.35 with
-        # Q_h <= 0 and 0.03 / 0.00 / 0.00 with Q_h <= -0.6, AntCircle 0.75 -> 0.00; reward -12 % on
-        # BallCircle, -6 % on AntRun, +5 % on CarRun; no help on the Drone tasks.
+        # Q_h <= 0 and 0.03 / 0.00 / 0.00 with Q_h <= -0.6, AntCircle 0.75 -> 0.00; reward -34 % on
+        # AntCircle, -35 % on CarCircle seed 2, -12 % on BallCircle, -6 % on AntRun, +5 % on CarRun;
+        # no help on the Drone tasks. The tiered fallback (select_candidates) undid it: CarCircle
+        # seed 1 cost 2.76.
         "select_margin": 0.6,
         "hidden": 128,
         "steps": 20_000,
@@ -227,16 +229,21 @@ def flow_weights(
 
 
 def select_candidates(
-    q_h: torch.Tensor, q_r: torch.Tensor, q_c: torch.Tensor | None = None, margin: float = 0.0
+    q_h: torch.Tensor, q_r: torch.Tensor, q_c: torch.Tensor | None = None, margin: float = 0.0, tiered: bool = False
 ) -> torch.Tensor:
     """Index (B,) of the candidate kept per state from (N, B) critic values: the highest Q_r
     among candidates with Q_h <= -margin (margin 0: FISOR's inference rule), else the lowest Q_h,
-    or the lowest Q_c when a recovery critic's values are given."""
+    or the lowest Q_c when a recovery critic's values are given. ``tiered``: when none clears
+    the margin, first the highest Q_r among those with Q_h <= 0, and only then the fallback."""
+
+    def best_reward(feasible: torch.Tensor) -> torch.Tensor:
+        return torch.where(feasible, q_r, torch.full_like(q_r, -torch.inf)).argmax(0)
+
+    fallback = (q_h if q_c is None else q_c).argmin(0)
+    if tiered and margin > 0:
+        fallback = torch.where((q_h <= 0).any(0), best_reward(q_h <= 0), fallback)
     feasible = q_h <= -margin
-    score = torch.where(feasible, q_r, torch.full_like(q_r, -torch.inf))
-    any_feasible = feasible.any(0)
-    fallback = q_h if q_c is None else q_c
-    return torch.where(any_feasible, score.argmax(0), fallback.argmin(0))
+    return torch.where(feasible.any(0), best_reward(feasible), fallback)
 
 
 def refine_schedule(steps: int) -> list[str]:

@@ -356,19 +356,23 @@ def check_finished_configs(specs: Sequence[RunSpec], jobs: dict[RunSpec, TrainJo
         if run_status(run, episodes) != "done" or not (run / "config.json").exists():
             continue
         try:
-            recorded = json.loads((run / "config.json").read_text()).get("config", {})
+            recorded = json.loads((run / "config.json").read_text()).get("config")
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise FlrpError(f"{run / 'config.json'}: unreadable ({exc})") from None
+        if not isinstance(recorded, dict):
+            raise FlrpError(f"{run / 'config.json'}: no 'config' section")
         job = jobs[spec]
         want = json.loads(json.dumps(asdict(job.config)))  # tuples -> lists, as config.json has them
         later = LATER_FIELDS.get(spec.algo, {})
+        # steps is not compared where it is the algorithm's per-suite default (resolved once the
+        # task is known, so the job's value is not the run's)
         diff = [k for k, v in want.items() if not (k == STEPS and job.default_steps) and recorded.get(k, later.get(k, v)) != v]
         if diff:
             fields = ", ".join(f"{k}={recorded.get(k, later.get(k))!r} there, {want[k]!r} now" for k in diff[:3])
-            raise FlrpError(
-                f"{run}: this finished run was trained with another config ({fields}); delete it to train it "
-                f"again, or choose another --out"
-            )
+            more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+            fix = ("select_margin is read only at inference: benchmarks/flrp_reselect.py gives the run the new value"
+                   if diff == ["select_margin"] else "delete it to train it again")
+            raise FlrpError(f"{run}: this finished run was trained with another config ({fields}{more}); {fix}, or choose another --out")
 
 
 def run_status(run_dir: str | os.PathLike[str], episodes: int = 20) -> str:
