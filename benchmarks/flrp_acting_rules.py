@@ -72,11 +72,12 @@ def make_act(algo, rule: str, sigma: float, samples: int, margin: float = 0.0, q
 def summary(folder: Path) -> Path:
     """One markdown table over the folder's .jsonl files: reward / cost per rule."""
     runs = {f.stem: [json.loads(line) for line in f.read_text().splitlines() if line.strip()] for f in sorted(folder.glob("*.jsonl"))}
-    rules = sorted({f"{r['rule']} (σ {r['sigma']:g})" for rows in runs.values() for r in rows}, key=lambda x: (len(x), x))
+    label = lambda r: f"{r['rule']} (σ {r['sigma']:g})"  # noqa: E731
+    rules = sorted({label(r) for rows in runs.values() for r in rows}, key=lambda x: (len(x), x))
     md = ["normalized reward / normalized cost (**bold**: unsafe, cost > 1) over the evaluation's own episodes; one row per model",
           "", "| model | " + " | ".join(rules) + " |", "|---" * (len(rules) + 1) + "|"]
     for name, rows in runs.items():
-        cell = {f"{r['rule']} (σ {r['sigma']:g})": r for r in rows}
+        cell = {label(r): r for r in rows}
         md.append(f"| {name} | " + " | ".join(
             (f"{c['norm_reward']:.3f} / " + (f"**{c['norm_cost']:.2f}**" if c["norm_cost"] > 1 else f"{c['norm_cost']:.2f}")) if (c := cell.get(k)) else "—"
             for k in rules) + " |")

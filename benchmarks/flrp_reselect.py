@@ -29,16 +29,13 @@ from flrp.files import read_json, write_json
 LATER = model_file.LATER_FIELDS["flrp"]["select_margin"]  # what a model file from before the field means
 
 
-def _set_margin(path: Path, margin: float) -> float:
-    """Rewrite select_margin in one model file (written to a temporary file, then renamed);
-    returns the margin it had."""
+def _set_margin(path: Path, margin: float) -> None:
+    """Rewrite select_margin in one model file (written to a temporary file, then renamed)."""
     payload = model_file.read_payload(path)
     if payload["algo"] != "flrp":
         raise FlrpError(f"{path}: an {payload['algo']} model, not flrp")
-    old = float(payload["config"].get("select_margin", LATER))
     payload["config"]["select_margin"] = margin
     model_file.write_payload(path, model_file.seal(payload))
-    return old
 
 
 def _set_config_json(path: Path, margin: float) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from flrp.algos.registry import get_algorithm
 from flrp.algos.validation import flag_of
 from flrp.errors import FlrpError
-from flrp.files import write_json
+from flrp.files import read_json, write_json
 from flrp.training import TrainJob, job_argv, job_from_namespace, parse_train_argv
 from flrp.training.datasets import TOY_NAMES
 from flrp.training.flags import PRESET, STEPS, config_fields, config_overrides, config_value
@@ -355,10 +355,8 @@ def check_finished_configs(specs: Sequence[RunSpec], jobs: dict[RunSpec, TrainJo
         run = out / spec.rel_dir
         if run_status(run, episodes) != "done" or not (run / "config.json").exists():
             continue
-        try:
-            recorded = json.loads((run / "config.json").read_text()).get("config")
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
-            raise FlrpError(f"{run / 'config.json'}: unreadable ({exc})") from None
+        doc = read_json(run / "config.json")
+        recorded = doc.get("config") if isinstance(doc, dict) else None
         if not isinstance(recorded, dict):
             raise FlrpError(f"{run / 'config.json'}: no 'config' section")
         job = jobs[spec]
