@@ -269,6 +269,37 @@ def test_changed_settings_are_refused(tmp_path, capsys):
     assert "holds a sweep run with --steps 30 --episodes 2" in capsys.readouterr().err
 
 
+def test_manifest_updates_wait_for_each_other(tmp_path):
+    """Two sweeps started together on one directory (one per core, other datasets): the second's
+    read-merge-write of sweep.json waits for the first's, so neither drops the other's runs."""
+    import threading
+
+    from filelock import FileLock
+
+    from flrp.sweep.spec import MANIFEST_LOCK_NAME, update_manifest
+
+    settings = SweepSettings(steps=5, episodes=0)
+    first, second = expand(["bc-all"], ["toy"], [0, 1])
+    update_manifest(tmp_path, [first], settings)
+    held = FileLock(tmp_path / MANIFEST_LOCK_NAME)
+    held.acquire()  # another sweep mid-update
+    writer = threading.Thread(target=update_manifest, args=(tmp_path, [second], settings))
+    writer.start()
+    writer.join(timeout=0.5)
+    assert writer.is_alive()  # waits instead of writing over the other's manifest
+    held.release()
+    writer.join(timeout=30)
+    assert not writer.is_alive()
+    runs = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert [r["dir"] for r in runs] == ["bc-all/toy/seed0", "bc-all/toy/seed1"]
+    held.acquire()
+    try:
+        with pytest.raises(FlrpError, match=r"\.sweep\.json\.lock: another flrp sweep has held the manifest lock for 0\.2 s"):
+            update_manifest(tmp_path, [second], settings, timeout=0.2)
+    finally:
+        held.release()
+
+
 def _fake_run(root: Path, rel: str, algo: str, seed: int, reward: float, cost: float) -> None:
     d = root / rel
     d.mkdir(parents=True)

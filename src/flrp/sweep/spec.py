@@ -37,6 +37,7 @@ from flrp.training.flags import PRESET, STEPS, config_fields, config_overrides, 
 
 __all__ = [
     "LOG_NAME",
+    "MANIFEST_LOCK_NAME",
     "MANIFEST_NAME",
     "RunSpec",
     "SweepSettings",
@@ -328,15 +329,37 @@ def check_manifest(out: Path, settings: SweepSettings) -> dict[str, Any] | None:
     return old
 
 
-def update_manifest(out: Path, specs: Sequence[RunSpec], settings: SweepSettings) -> None:
-    """Record settings and runs (merged with earlier invocations in the same directory)."""
+MANIFEST_LOCK_NAME = ".sweep.json.lock"
+
+
+def update_manifest(out: Path, specs: Sequence[RunSpec], settings: SweepSettings, timeout: float = 120.0) -> None:
+    """Record settings and runs (merged with earlier invocations in the same directory).
+
+    The read-merge-write holds ``<out>/.sweep.json.lock``: two ``flrp sweep`` commands started
+    together on one directory (say one per core, on different datasets) would otherwise each
+    write back the manifest they read, and the later one would drop the other's runs.
+
+    Raises:
+        FlrpError: another process held the lock for ``timeout`` seconds.
+    """
+    from filelock import FileLock, Timeout
+
     import flrp
 
-    old = check_manifest(out, settings)
-    runs: dict[str, dict[str, Any]] = {r["dir"]: r for r in old.get("runs", [])} if old else {}
-    for spec in specs:
-        runs.setdefault(spec.rel_dir.as_posix(), spec.to_dict())
-    write_json(out / MANIFEST_NAME, {"flrp_version": flrp.__version__, "settings": settings.to_dict(), "runs": list(runs.values())})
+    lock_path = out / MANIFEST_LOCK_NAME
+    lock = FileLock(lock_path, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise FlrpError(f"{lock_path}: another flrp sweep has held the manifest lock for {timeout:g} s; wait for it or choose another --out") from None
+    try:
+        old = check_manifest(out, settings)
+        runs: dict[str, dict[str, Any]] = {r["dir"]: r for r in old.get("runs", [])} if old else {}
+        for spec in specs:
+            runs.setdefault(spec.rel_dir.as_posix(), spec.to_dict())
+        write_json(out / MANIFEST_NAME, {"flrp_version": flrp.__version__, "settings": settings.to_dict(), "runs": list(runs.values())})
+    finally:
+        lock.release()
 
 
 def check_finished_configs(specs: Sequence[RunSpec], jobs: dict[RunSpec, TrainJob], out: Path, episodes: int = 20) -> None:
