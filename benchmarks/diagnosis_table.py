@@ -3,7 +3,7 @@
     python benchmarks/diagnosis_table.py runs/sweep-fast/flrp/*/seed0/preset=fast --out results/fast-sweep/diagnoses.md
 
 Reads each run directory's ``diagnosis.json`` (runs without one are listed as missing) and writes
-a markdown table: critic recall k steps before each violation onset, refiner effectiveness,
+a markdown table (one row per run, named by its directory, e.g. ``preset=paper``): critic recall k steps before each violation onset, refiner effectiveness,
 whether a feasible candidate existed at flagged steps, false alarms, time outside per excursion.
 """
 
@@ -27,7 +27,7 @@ def row(run: Path) -> str:
     rec = g["recall_q"]
     exc = g["excursions"]
     recall = " | ".join(_f(rec[k]) if k < len(rec) else "—" for k in K)
-    return (f"| {g['task']} | {g['episodes']} | {_f(g['norm_reward'], 3)} | {_f(g['norm_cost'])} | {g['onsets']} | {recall} | "
+    return (f"| {g['task']} | {run.name} | {g['episodes']} | {_f(g['norm_reward'], 3)} | {_f(g['norm_cost'])} | {g['onsets']} | {recall} | "
             f"{_f(g['refiner_effectiveness'])} | {_f(g['feasible_available_when_flagged'])} | {_f(g['false_alarm_rate'])} | "
             f"{_f(sum(exc) / len(exc), 1) if exc else '—'} / {max(exc) if exc else '—'} | {_f(g['saturated_frac'])} |")
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", required=True, help="markdown file to write")
     a = p.parse_args(argv)
-    head = ("| task | episodes | norm. reward | norm. cost | onsets | " + " | ".join(f"recall k={k}" for k in K) +
+    head = ("| task | run | episodes | norm. reward | norm. cost | onsets | " + " | ".join(f"recall k={k}" for k in K) +
             " | refiner eff. | feasible candidate when flagged | false alarms | excursion mean / max | saturated |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     missing = []
