@@ -1,10 +1,12 @@
 """One table of `flrp diagnose` figures across runs (issue 11: the diagnostic for every dataset).
 
     python benchmarks/diagnosis_table.py runs/sweep-fast/flrp/*/seed0/preset=fast --out results/fast-sweep/diagnoses.md
+    python benchmarks/diagnosis_table.py PAPER_RUN FAST_RUN ... --out table.md --png figures.png
 
 Reads each run directory's ``diagnosis.json`` (runs without one are listed as missing) and writes
 a markdown table (one row per run, named by its directory, e.g. ``preset=paper``): critic recall k steps before each violation onset, refiner effectiveness,
 whether a feasible candidate existed at flagged steps, false alarms, time outside per excursion.
+``--png`` draws the same figures as grouped bars, one group per task, one bar per run name.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flrp.files import read_json, write_text
+from flrp.files import atomic_path, read_json, write_text
 
 K = (1, 5, 10, 20)  # recall columns: steps before the onset
 
@@ -32,10 +34,63 @@ def row(run: Path) -> str:
             f"{_f(sum(exc) / len(exc), 1) if exc else '—'} / {max(exc) if exc else '—'} | {_f(g['saturated_frac'])} |")
 
 
+# (panel title, value from diagnosis.json); None = not defined for that run (e.g. no onset)
+PANELS = (
+    ("normalized cost (limit 1)", lambda g: g["norm_cost"]),
+    ("critic recall, k = 1 step before onset", lambda g: g["recall_q"][1] if len(g["recall_q"]) > 1 else None),
+    ("refiner effectiveness", lambda g: g["refiner_effectiveness"]),
+    ("feasible candidate when flagged", lambda g: g["feasible_available_when_flagged"]),
+    ("false alarms (cost-free episodes)", lambda g: g["false_alarm_rate"]),
+    ("steps outside per excursion (mean)", lambda g: sum(g["excursions"]) / len(g["excursions"]) if g["excursions"] else None),
+)
+
+
+def plot(runs: list[Path], path: str) -> None:
+    """Grouped bars: one panel per figure, one group per task, one bar per run name (a missing
+    value, e.g. recall where no violation happened, is marked "n/a"; each bar carries its value)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    docs = [(run.name, read_json(run / "diagnosis.json")) for run in runs]
+    tasks = list(dict.fromkeys(g["task"] for _, g in docs))
+    names = list(dict.fromkeys(n for n, _ in docs))
+    width = 0.8 / len(names)
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(max(6.0, 0.9 * len(tasks) * len(names) + 2), 2.2 * len(PANELS)), sharex=True, layout="constrained")
+    try:
+        for ax, (title, get) in zip(axes, PANELS):
+            for j, name in enumerate(names):
+                for i, task in enumerate(tasks):
+                    g = next((g for n, g in docs if n == name and g["task"] == task), None)
+                    v = get(g) if g is not None else None
+                    x = i - 0.4 + (j + 0.5) * width
+                    missing = v is None or v != v
+                    if not missing:
+                        ax.bar(x, v, width, color=f"C{j}")
+                    # the value above each bar: a zero and a figure that is not defined look alike otherwise
+                    ax.annotate("n/a" if missing else f"{v:.2g}", (x, 0 if missing else v), xytext=(0, 1), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=6, color=f"C{j}", rotation=90 if missing else 0)
+            if title.startswith("normalized cost"):
+                ax.axhline(1.0, color="black", linestyle="--", linewidth=1.0)
+            ax.set_title(title, fontsize=9, loc="left")
+            ax.margins(y=0.18)  # room for the value labels
+            ax.grid(axis="y", alpha=0.3)
+        axes[-1].set_xticks(np.arange(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=f"C{j}") for j in range(len(names))]
+        fig.legend(handles, names, loc="outside upper center", ncol=len(names), frameon=False, fontsize=8)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", required=True, help="markdown file to write")
+    p.add_argument("--png", default=None, help="also draw the figures as grouped bars to this PNG")
     a = p.parse_args(argv)
     head = ("| task | run | episodes | norm. reward | norm. cost | onsets | " + " | ".join(f"recall k={k}" for k in K) +
             " | refiner eff. | feasible candidate when flagged | false alarms | excursion mean / max | saturated |")
@@ -50,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         text += "\nNo diagnosis.json (run `flrp diagnose RUN`): " + ", ".join(missing) + "\n"
     write_text(a.out, text)
+    have = [run for run in map(Path, a.runs) if (run / "diagnosis.json").exists()]
+    if a.png and have:
+        plot(have, a.png)
     print(text, end="")
     return 0
 
