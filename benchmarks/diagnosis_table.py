@@ -70,7 +70,7 @@ def plot(runs: list[Path], path: str) -> None:
                     if not missing:
                         ax.bar(x, v, width, color=f"C{j}")
                     # the value above each bar: a zero and a figure that is not defined look alike otherwise
-                    ax.annotate("n/a" if missing else f"{v:.2g}", (x, 0 if missing else v), xytext=(0, 1), textcoords="offset points",
+                    ax.annotate("n/a" if missing else f"{v:.2f}" if abs(v) < 10 else f"{v:.0f}", (x, 0 if missing else v), xytext=(0, 1), textcoords="offset points",
                                 ha="center", va="bottom", fontsize=6, color=f"C{j}", rotation=90 if missing else 0)
             if title.startswith("normalized cost"):
                 ax.axhline(1.0, color="black", linestyle="--", linewidth=1.0)
