@@ -106,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         text += "\nNo diagnosis.json (run `flrp diagnose RUN`): " + ", ".join(missing) + "\n"
     write_text(a.out, text)
     have = [run for run in map(Path, a.runs) if (run / "diagnosis.json").exists()]
-    if a.png and have:
+    if a.png:
+        keys = [(read_json(run / "diagnosis.json")["task"], run.name) for run in have]
+        if len(set(keys)) < len(keys):  # the figure has one bar per (task, run name)
+            p.error("--png: two runs share a task and a directory name (e.g. two seeds); draw them separately")
+        if not have:
+            p.error("--png: no run has a diagnosis.json to draw")
         plot(have, a.png)
     print(text, end="")
     return 0

@@ -279,25 +279,35 @@ def test_manifest_updates_wait_for_each_other(tmp_path):
     from flrp.sweep.spec import MANIFEST_LOCK_NAME, update_manifest
 
     settings = SweepSettings(steps=5, episodes=0)
-    first, second = expand(["bc-all"], ["toy"], [0, 1])
+    first, second, third = expand(["bc-all"], ["toy"], [0, 1, 2])
     update_manifest(tmp_path, [first], settings)
     held = FileLock(tmp_path / MANIFEST_LOCK_NAME)
     held.acquire()  # another sweep mid-update
-    writer = threading.Thread(target=update_manifest, args=(tmp_path, [second], settings))
-    writer.start()
-    writer.join(timeout=0.5)
-    assert writer.is_alive()  # waits instead of writing over the other's manifest
-    held.release()
+    try:
+        writer = threading.Thread(target=update_manifest, args=(tmp_path, [second], settings), daemon=True)
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive()  # waits instead of writing over the other's manifest
+        # ... which the other sweep now writes, with its own run: the waiting one must read it afterwards
+        doc = json.loads((tmp_path / "sweep.json").read_text())
+        doc["runs"].append(third.to_dict())
+        (tmp_path / "sweep.json").write_text(json.dumps(doc))
+    finally:
+        held.release()
     writer.join(timeout=30)
     assert not writer.is_alive()
     runs = json.loads((tmp_path / "sweep.json").read_text())["runs"]
-    assert [r["dir"] for r in runs] == ["bc-all/toy/seed0", "bc-all/toy/seed1"]
+    assert [r["dir"] for r in runs] == ["bc-all/toy/seed0", "bc-all/toy/seed2", "bc-all/toy/seed1"]
     held.acquire()
     try:
-        with pytest.raises(FlrpError, match=r"\.sweep\.json\.lock: another flrp sweep has held the manifest lock for 0\.2 s"):
+        with pytest.raises(FlrpError, match=r"\.sweep\.json\.lock: (pid \d+|another process) has held the sweep manifest's lock for 0\.2 s"):
             update_manifest(tmp_path, [second], settings, timeout=0.2)
     finally:
         held.release()
+    # a refusal inside the lock (other settings) releases it: the next update does not wait
+    with pytest.raises(FlrpError, match="holds a sweep run with"):
+        update_manifest(tmp_path, [second], SweepSettings(steps=6, episodes=0))
+    update_manifest(tmp_path, [second], settings, timeout=0)
 
 
 def _fake_run(root: Path, rel: str, algo: str, seed: int, reward: float, cost: float) -> None:

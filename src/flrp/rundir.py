@@ -18,7 +18,7 @@ from typing import Iterator
 from flrp.errors import FlrpError
 from flrp.files import clean_temp_files, ensure_dir, fs_error
 
-__all__ = ["LOCK_NAME", "RUN_FILES", "run_lock", "start_fresh", "clean_temp_files"]
+__all__ = ["LOCK_NAME", "RUN_FILES", "hold_lock", "run_lock", "start_fresh", "clean_temp_files"]
 
 LOCK_NAME = ".lock"
 # Files of one run; a fresh start moves those present aside together, with one suffix ".old-N".
@@ -37,23 +37,37 @@ def _holder(lock_file: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(run: str | os.PathLike[str]) -> Iterator[Path]:
-    """Hold ``<run>/.lock`` for the block (creating ``run``); one line if another process holds it."""
+def hold_lock(path: Path, timeout: float, busy: str, action: str = "cannot lock", reentrant: bool = False) -> Iterator[None]:
+    """Hold the file lock ``path`` (``filelock``; the holder's pid written in it) for the block,
+    waiting up to ``timeout`` seconds (0: fail at once). ``reentrant``: one lock object per path
+    in this process, so a nested hold of the same path succeeds.
+
+    Raises:
+        FlrpError: ``"<path>: <busy>"`` with ``{holder}`` in ``busy`` replaced by the holder's pid
+            when the lock stays held; ``"<path>: <action>: ..."`` when it cannot be made at all.
+    """
     from filelock import FileLock, Timeout
 
-    path = ensure_dir(run) / LOCK_NAME
-    lock = FileLock(path, timeout=0, is_singleton=True, on_acquired=_record_pid)
+    lock = FileLock(path, timeout=timeout, is_singleton=reentrant, on_acquired=_record_pid)
     try:
         lock.acquire()
-    except Timeout:
-        raise FlrpError(f"{path}: the run directory is in use by {_holder(path)}; wait for it to finish or choose another --out") from None
+    except Timeout:  # before OSError: filelock's Timeout is a TimeoutError
+        raise FlrpError(f"{path}: {busy.format(holder=_holder(path))}") from None
     except OSError as exc:
-        raise fs_error(path, exc, "cannot lock the run directory") from None
+        raise fs_error(path, exc, action) from None
     try:
-        _probe_writable(Path(run))
-        yield Path(run)
+        yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def run_lock(run: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``<run>/.lock`` for the block (creating ``run``); one line if another process holds it."""
+    path = ensure_dir(run) / LOCK_NAME
+    with hold_lock(path, 0, "the run directory is in use by {holder}; wait for it to finish or choose another --out", "cannot lock the run directory", reentrant=True):
+        _probe_writable(Path(run))
+        yield Path(run)
 
 
 def _probe_writable(d: Path) -> None:

@@ -340,26 +340,21 @@ def update_manifest(out: Path, specs: Sequence[RunSpec], settings: SweepSettings
     write back the manifest they read, and the later one would drop the other's runs.
 
     Raises:
-        FlrpError: another process held the lock for ``timeout`` seconds.
+        FlrpError: the directory's recorded settings differ (``check_manifest``); another
+            process held the lock for ``timeout`` seconds (naming its pid); the lock or the
+            manifest cannot be written.
     """
-    from filelock import FileLock, Timeout
-
     import flrp
+    from flrp.rundir import hold_lock
 
     lock_path = out / MANIFEST_LOCK_NAME
-    lock = FileLock(lock_path, timeout=timeout)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise FlrpError(f"{lock_path}: another flrp sweep has held the manifest lock for {timeout:g} s; wait for it or choose another --out") from None
-    try:
+    busy = f"{{holder}} has held the sweep manifest's lock for {timeout:g} s; wait for it or choose another --out"
+    with hold_lock(lock_path, timeout, busy, "cannot lock the sweep manifest"):
         old = check_manifest(out, settings)
         runs: dict[str, dict[str, Any]] = {r["dir"]: r for r in old.get("runs", [])} if old else {}
         for spec in specs:
             runs.setdefault(spec.rel_dir.as_posix(), spec.to_dict())
         write_json(out / MANIFEST_NAME, {"flrp_version": flrp.__version__, "settings": settings.to_dict(), "runs": list(runs.values())})
-    finally:
-        lock.release()
 
 
 def check_finished_configs(specs: Sequence[RunSpec], jobs: dict[RunSpec, TrainJob], out: Path, episodes: int = 20) -> None:
