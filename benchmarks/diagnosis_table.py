@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from flrp.files import atomic_path, read_json, write_text
 
@@ -24,12 +25,11 @@ def _f(x: object, digits: int = 2) -> str:
     return "—" if x is None or not isinstance(x, (int, float)) or x != x else f"{x:.{digits}f}"
 
 
-def row(run: Path) -> str:
-    g = read_json(run / "diagnosis.json")
+def row(name: str, g: dict[str, Any]) -> str:
     rec = g["recall_q"]
     exc = g["excursions"]
     recall = " | ".join(_f(rec[k]) if k < len(rec) else "—" for k in K)
-    return (f"| {g['task']} | {run.name} | {g['episodes']} | {_f(g['norm_reward'], 3)} | {_f(g['norm_cost'])} | {g['onsets']} | {recall} | "
+    return (f"| {g['task']} | {name} | {g['episodes']} | {_f(g['norm_reward'], 3)} | {_f(g['norm_cost'])} | {g['onsets']} | {recall} | "
             f"{_f(g['refiner_effectiveness'])} | {_f(g['feasible_available_when_flagged'])} | {_f(g['false_alarm_rate'])} | "
             f"{_f(sum(exc) / len(exc), 1) if exc else '—'} / {max(exc) if exc else '—'} | {_f(g['saturated_frac'])} |")
 
@@ -45,16 +45,16 @@ PANELS = (
 )
 
 
-def plot(runs: list[Path], path: str) -> None:
+def plot(docs: list[tuple[str, dict[str, Any]]], path: str) -> None:
     """Grouped bars: one panel per figure, one group per task, one bar per run name (a missing
-    value, e.g. recall where no violation happened, is marked "n/a"; each bar carries its value)."""
+    value, e.g. recall where no violation happened, is marked "n/a"; each bar carries its value).
+    ``docs``: (run name, its diagnosis.json) pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    docs = [(run.name, read_json(run / "diagnosis.json")) for run in runs]
     tasks = list(dict.fromkeys(g["task"] for _, g in docs))
     names = list(dict.fromkeys(n for n, _ in docs))
     width = 0.8 / len(names)
@@ -94,25 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     head = ("| task | run | episodes | norm. reward | norm. cost | onsets | " + " | ".join(f"recall k={k}" for k in K) +
             " | refiner eff. | feasible candidate when flagged | false alarms | excursion mean / max | saturated |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    missing = []
-    for run in map(Path, a.runs):
-        if (run / "diagnosis.json").exists():
-            lines.append(row(run))
-        else:
-            missing.append(str(run))
+    runs = list(map(Path, a.runs))
+    docs = [(run.name, read_json(run / "diagnosis.json")) for run in runs if (run / "diagnosis.json").exists()]
+    missing = [str(run) for run in runs if not (run / "diagnosis.json").exists()]
+    if a.png:  # refused before anything is written
+        keys = [(g["task"], name) for name, g in docs]
+        if len(set(keys)) < len(keys):  # the figure has one bar per (task, run name)
+            p.error("--png: two runs share a task and a directory name (e.g. two seeds); draw them separately")
+        if not docs:
+            p.error("--png: no run has a diagnosis.json to draw")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)] + [row(name, g) for name, g in docs]
     text = "\n".join(lines) + "\n"
     if missing:
         text += "\nNo diagnosis.json (run `flrp diagnose RUN`): " + ", ".join(missing) + "\n"
     write_text(a.out, text)
-    have = [run for run in map(Path, a.runs) if (run / "diagnosis.json").exists()]
     if a.png:
-        keys = [(read_json(run / "diagnosis.json")["task"], run.name) for run in have]
-        if len(set(keys)) < len(keys):  # the figure has one bar per (task, run name)
-            p.error("--png: two runs share a task and a directory name (e.g. two seeds); draw them separately")
-        if not have:
-            p.error("--png: no run has a diagnosis.json to draw")
-        plot(have, a.png)
+        plot(docs, a.png)
     print(text, end="")
     return 0
 

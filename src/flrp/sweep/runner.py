@@ -35,12 +35,10 @@ from flrp.sweep.spec import (
     LOG_NAME,
     RunSpec,
     SweepSettings,
-    build_jobs,
-    check_finished_configs,
-    check_manifest,
     expand,
     parse_overrides,
     parse_seeds,
+    prepare_jobs,
     run_status,
     split_list,
     update_manifest,
@@ -186,9 +184,7 @@ def run_sweep(
     specs = list(dict.fromkeys(specs))
     if not specs:
         raise FlrpError("the sweep has no runs")
-    jobs = build_jobs(specs, root, settings)
-    check_manifest(root, settings)
-    check_finished_configs(specs, jobs, root, settings.episodes)
+    jobs = prepare_jobs(specs, root, settings)
     ray = _import_ray(local=address is None)
     todo = [s for s in specs if run_status(root / s.rel_dir, settings.episodes) != "done"]
     result = SweepResult(out=root, total=len(specs), skipped=len(specs) - len(todo))
@@ -313,9 +309,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         specs = expand(split_list(ns.algos), ns.datasets, parse_seeds(ns.seeds), parse_overrides(ns.overrides))
         settings = SweepSettings(steps=ns.steps, episodes=ns.episodes, extra=tuple(extra))
         out = Path(ns.out).expanduser().resolve()
-        jobs = build_jobs(specs, out, settings)
-        check_manifest(out, settings)
-        check_finished_configs(specs, jobs, out, settings.episodes)
+        jobs = prepare_jobs(specs, out, settings)
         if ns.dry_run:
             for s in specs:
                 print(f"[{run_status(out / s.rel_dir, settings.episodes)}] flrp {shlex.join(job_argv(jobs[s]))}")

@@ -48,6 +48,7 @@ __all__ = [
     "expand",
     "parse_overrides",
     "parse_seeds",
+    "prepare_jobs",
     "run_status",
     "split_list",
     "update_manifest",
@@ -300,6 +301,20 @@ def build_jobs(specs: Sequence[RunSpec], out: Path, settings: SweepSettings) -> 
     """Every run's job, built (and so checked) before anything starts: a typo in ``--set`` or
     after ``--`` fails in a second, not in every task."""
     return {spec: build_job(spec, out, settings) for spec in specs}
+
+
+def prepare_jobs(specs: Sequence[RunSpec], out: Path, settings: SweepSettings) -> dict[RunSpec, TrainJob]:
+    """Everything a sweep checks before it starts anything, in one place for ``flrp sweep`` and
+    :func:`~flrp.sweep.runner.run_sweep`: each run's job (bad flags fail here), the directory's
+    recorded settings (``check_manifest``) and its finished runs' configs (``check_finished_configs``).
+
+    Raises:
+        FlrpError: naming the flag, the manifest or the run at fault.
+    """
+    jobs = build_jobs(specs, out, settings)
+    check_manifest(out, settings)
+    check_finished_configs(specs, jobs, out, settings.episodes)
+    return jobs
 
 
 # ---------------------------------------------------------------- manifest and status
