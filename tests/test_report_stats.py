@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 from flrp.data.tasks import get_task
 from flrp.evaluation.metrics import normalized_cost, normalized_reward
-from flrp.sweep.report import _aggregates, collect_runs, interval_statistics, probability_of_improvement, write_report
+from flrp.sweep.report import _aggregates, _statistics_figure, collect_runs, interval_statistics, probability_of_improvement, write_report
 
 rliable = pytest.importorskip("rliable")
 from rliable import metrics as rly_metrics  # noqa: E402
@@ -139,6 +139,35 @@ def test_report_files_and_reproducibility(tmp_path):
     header = (tmp_path / "results.csv").read_text().splitlines()[0]
     assert "ep_norm" not in header and "norm_reward" in header
     assert (tmp_path / "results.png").exists()
+
+
+def test_statistics_figure_panels_and_names_do_not_overlap(tmp_path):
+    """Long labels (a sweep's ``algo [key=value,...]``, and the pairs built from them) once took the
+    whole width of each panel, squeezing the plots to nothing and writing over the next column."""
+    import matplotlib.pyplot as plt
+
+    for seed in range(2):
+        for dataset in ("toy", "toy2"):
+            for k, algo in enumerate(("flrp-preset-fast-refine-steps-1", "flrp-preset-fast-refine-steps-5", "flrp-preset-fast-feasibility-cost")):
+                fake_run(tmp_path, algo, seed, [0.3 + 0.1 * k + 0.01 * seed] * 3, [0.1 * k] * 3, dataset=dataset)
+    fig = _statistics_figure(interval_statistics(collect_runs(tmp_path), reps=100))
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert len(axes) == 6  # reward, cost, pairs: mean/IQM or reward/cost side by side
+        boxes = [ax.get_tightbbox(renderer) for ax in axes]
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                inter = boxes[i].intersection(boxes[i], boxes[j])
+                assert inter is None or inter.width * inter.height < 1.0, (axes[i].get_xlabel(), axes[j].get_xlabel())
+        for ax in axes:
+            left = ax.get_subplotspec().colspan.start == 0
+            names = [t.get_text() for t in ax.get_yticklabels()]
+            assert all(names) if left else not any(names)
+            assert ax.get_window_extent(renderer).width > 0.25 * fig.bbox.width / 2  # each plot keeps its share
+    finally:
+        plt.close(fig)
 
 
 def test_report_without_rliable_says_so(tmp_path, monkeypatch):

@@ -713,8 +713,10 @@ def plot_cost_reward(groups: Sequence[GroupSummary], path: str | os.PathLike[str
     return target
 
 
-def _interval_panel(ax: Any, names: Sequence[str], intervals: Sequence[Interval], xlabel: str, colors: Sequence[Any], ref: float | None = None) -> None:
-    """Horizontal bars from low to high with the estimate marked, one row per name (top first)."""
+def _interval_panel(ax: Any, names: Sequence[str], intervals: Sequence[Interval], xlabel: str, colors: Sequence[Any], ref: float | None = None,
+                    labels: bool = True) -> None:
+    """Horizontal bars from low to high with the estimate marked, one row per name (top first);
+    ``labels=False`` leaves the names to the panel on the left of the same row."""
     y = np.arange(len(names))[::-1]
     for yi, iv, color in zip(y, intervals, colors):
         ax.plot([iv.low, iv.high], [yi, yi], color=color, linewidth=6, alpha=0.45, solid_capstyle="butt")
@@ -724,19 +726,15 @@ def _interval_panel(ax: Any, names: Sequence[str], intervals: Sequence[Interval]
     if ref == 0.5:  # a probability
         ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.7, len(names) - 0.3)
-    ax.set_yticks(y, list(names))
+    ax.set_yticks(y, list(names) if labels else [])
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
 
 
-def plot_statistics(stats: Statistics, path: str | os.PathLike[str], title: str | None = None) -> Path:
-    """The aggregates (mean and IQM of normalized reward and cost, dashed line at the cost limit 1)
-    and the probabilities of improvement (dashed line at 0.5) as interval plots; without
-    aggregates, the per-task intervals. Written atomically as PNG.
-
-    Raises:
-        FlrpError: there is nothing to plot.
-    """
+def _statistics_figure(stats: Statistics, title: str | None = None) -> Any:
+    """The figure of :func:`plot_statistics`: one row of panels per set of names (the aggregates'
+    reward, their cost, the pairs), the names written once at the left of each row and the figure
+    as wide as the longest name needs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -765,16 +763,33 @@ def plot_statistics(stats: Statistics, path: str | os.PathLike[str], title: str 
         panels.append((pairs, [p.reward for p in stats.improvements], "P(reward X > Y)", grey, 0.5))
         panels.append((pairs, [p.cost for p in stats.improvements], "P(cost X < Y)", grey, 0.5))
     ncols = 2 if len(panels) <= 2 else 4 if not stats.improvements else 2
-    nrows = math.ceil(len(panels) / ncols)
-    rows = max(len(p[0]) for p in panels)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, (0.35 * rows + 1.3) * nrows + 0.4), dpi=120, squeeze=False, layout="constrained")
-    try:
-        for ax, panel in zip(axes.flat, panels):
-            _interval_panel(ax, *panel)
-        for ax in list(axes.flat)[len(panels):]:
+    grid = [panels[i:i + ncols] for i in range(0, len(panels), ncols)]  # the panels of a row share their names
+    heights = [0.32 * len(row[0][0]) + 1.0 for row in grid]
+    label_in = 0.075 * max(len(n) for row in grid for n in row[0][0]) + 0.3  # ~0.075 in per character at 10 pt
+    fig, axes = plt.subplots(len(grid), ncols, figsize=(label_in + 3.4 * ncols, sum(heights) + 0.5), dpi=120, squeeze=False,
+                             layout="constrained", gridspec_kw={"height_ratios": heights})
+    for r, row in enumerate(grid):
+        for c, panel in enumerate(row):
+            _interval_panel(axes[r, c], *panel, labels=c == 0)
+        for ax in axes[r, len(row):]:
             ax.set_visible(False)
-        pct = f"{100 * CONFIDENCE:g} %"
-        fig.suptitle(title or f"{pct} bootstrap intervals ({stats.reps} replications)")
+    pct = f"{100 * CONFIDENCE:g} %"
+    fig.suptitle(title or f"{pct} bootstrap intervals ({stats.reps} replications)")
+    return fig
+
+
+def plot_statistics(stats: Statistics, path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """The aggregates (mean and IQM of normalized reward and cost, dashed line at the cost limit 1)
+    and the probabilities of improvement (dashed line at 0.5) as interval plots; without
+    aggregates, the per-task intervals. Written atomically as PNG.
+
+    Raises:
+        FlrpError: there is nothing to plot.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = _statistics_figure(stats, title)
+    try:
         target = Path(path)
         with atomic_path(target) as tmp:
             fig.savefig(tmp, format="png", bbox_inches="tight")
