@@ -68,14 +68,15 @@ def reselect(run: Path, margin: float) -> str:
         raise FlrpError(f"--margin must be a finite number >= 0, got {margin}")
     state_path = run / "reselect.json"
     state = read_json(state_path) if state_path.exists() else None
-    if state is not None and state.get("done", "after" in state) and state.get("margin") == margin:
+    finished = state is not None and bool(state.get("done", "after" in state))  # files before 'done' mark it by 'after'
+    if finished and state.get("margin") == margin:
         return f"{run}: already at margin {margin:g}"
     cfg = read_json(run / "config.json") if (run / "config.json").exists() else None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("config"), dict):
         raise FlrpError(f"{run / 'config.json'}: missing or without a 'config' section (not a finished run)")
     if not (run / "eval.json").exists():
         raise FlrpError(f"{run}: no eval.json (an unfinished run: finish it first)")
-    if state is None or state.get("done", "after" in state):  # a new reselection: record what the run has now
+    if state is None or finished:  # a new reselection: record what the run has now
         ev = read_json(run / "eval.json")
         if not isinstance(ev, dict) or not ev.get("episodes"):
             raise FlrpError(f"{run / 'eval.json'}: no episodes")

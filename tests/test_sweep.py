@@ -269,6 +269,15 @@ def test_changed_settings_are_refused(tmp_path, capsys):
     assert "holds a sweep run with --steps 30 --episodes 2" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, message", [("{\"settings\": ", r"sweep\.json: not valid JSON \(.*\); fix or delete it"),
+                                           ("[1, 2]", r"sweep\.json: not a sweep manifest \(a JSON object")])
+def test_a_garbled_manifest_is_a_one_line_error(tmp_path, capsys, text, message):
+    (tmp_path / "sweep.json").write_text(text)
+    assert sweep_main(["--algos", "bc-all", "--datasets", "toy", "--steps", "30", "--episodes", "2", "--out", str(tmp_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(message, err) and len(err.splitlines()) == 1, err
+
+
 def test_manifest_updates_wait_for_each_other(tmp_path):
     """Two sweeps started together on one directory (one per core, other datasets): the second's
     read-merge-write of sweep.json waits for the first's, so neither drops the other's runs."""

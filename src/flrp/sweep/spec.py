@@ -322,12 +322,9 @@ def _load_manifest(out: Path) -> dict[str, Any] | None:
     path = out / MANIFEST_NAME
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FlrpError(f"{path}: unreadable sweep manifest ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise FlrpError(f"{path}: not a sweep manifest")
+        raise FlrpError(f"{path}: not a sweep manifest (a JSON object with 'settings' and 'runs'); fix or delete it")
     return data
 
 
