@@ -786,9 +786,9 @@ def plot_statistics(stats: Statistics, path: str | os.PathLike[str], title: str 
     Raises:
         FlrpError: there is nothing to plot.
     """
+    fig = _statistics_figure(stats, title)  # sets the Agg backend before pyplot is imported here
     import matplotlib.pyplot as plt
 
-    fig = _statistics_figure(stats, title)
     try:
         target = Path(path)
         with atomic_path(target) as tmp:
