@@ -145,6 +145,7 @@ def test_statistics_figure_panels_and_names_do_not_overlap(tmp_path):
     """Long labels (a sweep's ``algo [key=value,...]``, and the pairs built from them) once took the
     whole width of each panel, squeezing the plots to nothing and writing over the next column."""
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import Bbox
 
     for seed in range(2):
         for dataset in ("toy", "toy2"):
@@ -159,7 +160,7 @@ def test_statistics_figure_panels_and_names_do_not_overlap(tmp_path):
         boxes = [ax.get_tightbbox(renderer) for ax in axes]
         for i in range(len(boxes)):
             for j in range(i + 1, len(boxes)):
-                inter = boxes[i].intersection(boxes[i], boxes[j])
+                inter = Bbox.intersection(boxes[i], boxes[j])
                 assert inter is None or inter.width * inter.height < 1.0, (axes[i].get_xlabel(), axes[j].get_xlabel())
         for ax in axes:
             left = ax.get_subplotspec().colspan.start == 0

@@ -768,13 +768,17 @@ def _statistics_figure(stats: Statistics, title: str | None = None) -> Any:
     label_in = 0.075 * max(len(n) for row in grid for n in row[0][0]) + 0.3  # ~0.075 in per character at 10 pt
     fig, axes = plt.subplots(len(grid), ncols, figsize=(label_in + 3.4 * ncols, sum(heights) + 0.5), dpi=120, squeeze=False,
                              layout="constrained", gridspec_kw={"height_ratios": heights})
-    for r, row in enumerate(grid):
-        for c, panel in enumerate(row):
-            _interval_panel(axes[r, c], *panel, labels=c == 0)
-        for ax in axes[r, len(row):]:
-            ax.set_visible(False)
-    pct = f"{100 * CONFIDENCE:g} %"
-    fig.suptitle(title or f"{pct} bootstrap intervals ({stats.reps} replications)")
+    try:
+        for r, row in enumerate(grid):
+            for c, panel in enumerate(row):
+                _interval_panel(axes[r, c], *panel, labels=c == 0)
+            for ax in axes[r, len(row):]:
+                ax.set_visible(False)
+        pct = f"{100 * CONFIDENCE:g} %"
+        fig.suptitle(title or f"{pct} bootstrap intervals ({stats.reps} replications)")
+    except BaseException:
+        plt.close(fig)
+        raise
     return fig
 
 
