@@ -94,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     head = ("| task | run | episodes | norm. reward | norm. cost | onsets | " + " | ".join(f"recall k={k}" for k in K) +
             " | refiner eff. | feasible candidate when flagged | false alarms | excursion mean / max | saturated |")
-    runs = list(map(Path, a.runs))
-    docs = [(run.name, read_json(run / "diagnosis.json")) for run in runs if (run / "diagnosis.json").exists()]
-    missing = [str(run) for run in runs if not (run / "diagnosis.json").exists()]
+    docs: list[tuple[str, dict[str, Any]]] = []
+    missing: list[str] = []
+    for run in map(Path, a.runs):  # one look at each run's diagnosis.json
+        if (run / "diagnosis.json").exists():
+            docs.append((run.name, read_json(run / "diagnosis.json")))
+        else:
+            missing.append(str(run))
     if a.png:  # refused before anything is written
         keys = [(g["task"], name) for name, g in docs]
         if len(set(keys)) < len(keys):  # the figure has one bar per (task, run name)
