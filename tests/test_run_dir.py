@@ -132,6 +132,41 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(tmp_path, dataset):
     assert (run / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
 
 
+def test_a_slow_run_checkpoints_by_wall_time_and_resumes_bitwise(tmp_path, dataset, monkeypatch):
+    import types
+
+    import flrp.algos.base as base
+
+    clock = [0.0]  # minutes; each step "takes" 4 of them, so the 10-minute trigger fires at step 3
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(monotonic=lambda: 60.0 * clock[0]))
+
+    def slow(stop: int):
+        def cb(algo, s, row):
+            clock[0] += 4.0
+            if s == stop:
+                raise KeyboardInterrupt
+        return cb
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=run, log_every=1, checkpoint_every=100, progress=False, callback=slow(5))
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3  # no step multiple of 100 was reached
+    with pytest.raises(KeyboardInterrupt):  # the same kill with a 30-minute trigger leaves nothing to resume
+        FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=tmp_path / "late", log_every=1, checkpoint_every=100, checkpoint_minutes=30.0, progress=False, callback=slow(5))
+    assert not (tmp_path / "late" / "checkpoint.pt").exists()
+    FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=run, log_every=1, checkpoint_every=100, progress=False)
+    FLRP(FLRPConfig(**TINY), device="cpu").fit(dataset, steps=10, run_dir=tmp_path / "ref", log_every=1, checkpoint_every=100, progress=False)
+    assert (run / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    assert (run / "model.pt").read_bytes() == (tmp_path / "ref" / "model.pt").read_bytes()
+
+
+def test_checkpoint_minutes_must_be_positive_and_finite(tmp_path, capsys):
+    for bad in ("0", "-1", "inf", "nan"):
+        assert _train(tmp_path / "run", "--checkpoint-minutes", bad) == 2
+        _err(capsys, "--checkpoint-minutes must be")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("preset", ["paper", "fast"])
 def test_a_finished_run_extended_to_more_steps_is_the_longer_run(tmp_path, capsys, preset):
     """``flrp train --steps N`` on a finished run's directory continues it (a checkpoint may change

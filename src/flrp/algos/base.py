@@ -15,6 +15,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import math
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
@@ -281,6 +283,7 @@ class Algorithm(abc.ABC):
         run_dir: str | Path | None = None,
         log_every: int = 500,
         checkpoint_every: int = 5000,
+        checkpoint_minutes: float = 10.0,
         resume: bool = True,
         progress: bool = True,
         tensorboard: bool = False,
@@ -292,14 +295,16 @@ class Algorithm(abc.ABC):
 
         With ``run_dir`` (see :mod:`flrp.rundir`, the run-directory contract): the directory is
         locked for the run; metrics go to ``metrics.jsonl``/``metrics.csv``, a checkpoint is
-        written atomically every ``checkpoint_every`` steps, and an existing checkpoint there is
+        written atomically every ``checkpoint_every`` steps, and also at the first step
+        ``checkpoint_minutes`` of wall time after the last one (so a slow algorithm, e.g. CDT at
+        ~1 s a step, never loses more than that to a kill), and an existing checkpoint there is
         resumed (``resume=True``) so a killed run continues exactly where its last checkpoint left
         off, its logs cut back to that step. Otherwise the run starts fresh and moves the previous
         run's files aside; a finished ``model.pt`` only with ``overwrite=True`` (which also
         discards a checkpoint). ``run_info`` is written to ``run.json`` once the directory is ready.
         """
         total = int(self.config.steps if steps is None else steps)
-        check_fit_args(total, log_every, checkpoint_every)
+        check_fit_args(total, log_every, checkpoint_every, checkpoint_minutes)
         run = Path(run_dir) if run_dir is not None else None
         with run_lock(run) if run is not None else contextlib.nullcontext():
             if self.device.type == "cpu":
@@ -329,6 +334,7 @@ class Algorithm(abc.ABC):
             bar = progress_bar(total, initial=self.step, desc=self.name, unit="step", enabled=progress)
             for m in self.modules.values():
                 m.train()
+            last_save = time.monotonic()
             try:
                 while self.step < total:
                     batch = self.sample_batch(data, self.config.batch_size)
@@ -344,9 +350,11 @@ class Algorithm(abc.ABC):
                         bar.set_postfix({k.split("/")[-1]: f"{row[k]:.3g}" for k in shown})
                         if callback is not None:
                             callback(self, self.step, row)
-                    if run is not None and (self.step % checkpoint_every == 0 or self.step == total):
+                    if run is not None and (self.step % checkpoint_every == 0 or self.step == total
+                                            or time.monotonic() - last_save >= 60.0 * checkpoint_minutes):
                         self.save_checkpoint(run / CHECKPOINT_NAME)
                         logger.write_csv()
+                        last_save = time.monotonic()
             except BaseException:
                 bar.close()
                 with contextlib.suppress(FlrpError):  # e.g. a full disk: report the first failure only
@@ -445,7 +453,11 @@ class Algorithm(abc.ABC):
         return torch.cat([p.detach().flatten().cpu() for m in self.modules.values() for p in m.parameters()])
 
 
-def check_fit_args(steps: int, log_every: int, checkpoint_every: int) -> None:
-    """The training-loop arguments of ``fit`` (and ``flrp train``): positive integers."""
+def check_fit_args(steps: int, log_every: int, checkpoint_every: int, checkpoint_minutes: float = 10.0) -> None:
+    """The training-loop arguments of ``fit`` (and ``flrp train``): positive integers, and a
+    positive finite number of minutes."""
     for flag, value in (("--steps", steps), ("--log-every", log_every), ("--checkpoint-every", checkpoint_every)):
         check_number(flag, value, POSITIVE)
+    check_number("--checkpoint-minutes", checkpoint_minutes, POSITIVE, integer=False)
+    if not math.isfinite(checkpoint_minutes):
+        raise FlrpError(f"--checkpoint-minutes must be finite, got {checkpoint_minutes!r}")

@@ -195,6 +195,7 @@ def add_train_arguments(t: argparse.ArgumentParser, algo_cls: type[Algorithm], a
     t.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS; positive)")
     t.add_argument("--log-every", type=int, default=500, help="log metrics every N steps (default 500; positive)")
     t.add_argument("--checkpoint-every", type=int, default=5000, help="write <out>/checkpoint.pt every N steps (default 5000; positive)")
+    t.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also write it at the first step M wall-clock minutes after the last (default 10; positive)")
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from <out>/checkpoint.pt if present (default yes); a fresh start moves the old run's files aside as NAME.old-N")
     t.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a trained model.pt (its files are moved aside as NAME.old-N)")
     t.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb (needs flrp[tensorboard])")
@@ -236,7 +237,7 @@ def job_from_namespace(algo_cls: type[Algorithm], ns: argparse.Namespace, overri
     evaluation = EvalOptions(episodes=ns.episodes, seed=ns.eval_seed, workers=ns.workers, deterministic=ns.deterministic)
     return TrainJob(
         algo=algo_cls.name, dataset=str(ns.dataset), config=config, task=ns.task, out=ns.out, preset=preset, device=str(ns.device),
-        threads=ns.threads, log_every=ns.log_every, checkpoint_every=ns.checkpoint_every, resume=ns.resume, overwrite=ns.overwrite,
+        threads=ns.threads, log_every=ns.log_every, checkpoint_every=ns.checkpoint_every, checkpoint_minutes=ns.checkpoint_minutes, resume=ns.resume, overwrite=ns.overwrite,
         tensorboard=ns.tensorboard, progress=not ns.quiet, evaluation=evaluation, default_steps=not chosen,
     )
 
@@ -249,7 +250,7 @@ def job_argv(job: TrainJob) -> list[str]:
     algo_cls = get_algorithm(job.algo)
     argv = ["train", "--algo", job.algo, "--dataset", job.dataset]
     plain = TrainJob(algo=job.algo, dataset=job.dataset, config=job.config)
-    for flag, field in (("--task", "task"), ("--out", "out"), ("--device", "device"), ("--threads", "threads"), ("--log-every", "log_every"), ("--checkpoint-every", "checkpoint_every")):
+    for flag, field in (("--task", "task"), ("--out", "out"), ("--device", "device"), ("--threads", "threads"), ("--log-every", "log_every"), ("--checkpoint-every", "checkpoint_every"), ("--checkpoint-minutes", "checkpoint_minutes")):
         value = getattr(job, field)
         if value != getattr(plain, field):
             argv += [flag, str(value)]

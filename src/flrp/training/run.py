@@ -71,6 +71,7 @@ class TrainJob:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         threads: torch threads to set before training (``None``: leave the process's setting).
         log_every, checkpoint_every: metrics and checkpoint intervals in steps.
+        checkpoint_minutes: also checkpoint at the first step this many wall-clock minutes after the last.
         resume: continue from the run directory's checkpoint if present.
         overwrite: start over in a directory that holds a finished model.
         tensorboard: also log to ``<out>/tb``.
@@ -90,6 +91,7 @@ class TrainJob:
     threads: int | None = None
     log_every: int = 500
     checkpoint_every: int = 5000
+    checkpoint_minutes: float = 10.0
     resume: bool = True
     overwrite: bool = False
     tensorboard: bool = False
@@ -222,7 +224,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
         raise FlrpError(f"{algo_cls.name}: expected a {algo_cls.Config.__name__}, got {type(job.config).__name__}")
     job.config.validate()
     device = resolve_device(job.device)
-    check_fit_args(job.config.steps, job.log_every, job.checkpoint_every)
+    check_fit_args(job.config.steps, job.log_every, job.checkpoint_every, job.checkpoint_minutes)
     job.evaluation.check(train=True)
     ds, task = resolve_dataset(job.dataset, job.task)
     if task is not None and (job.evaluation.episodes > 0 or job.task is not None):
@@ -247,7 +249,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
                 add_timing(out, "train", now - wall0, cpu_seconds() - cpu0, finished=False)
 
         run_info = {"algo": algo_cls.name, "dataset": recorded_dataset(job.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
-        history = algo.fit(ds, run_dir=out, log_every=job.log_every, checkpoint_every=job.checkpoint_every, resume=job.resume, progress=job.progress,
+        history = algo.fit(ds, run_dir=out, log_every=job.log_every, checkpoint_every=job.checkpoint_every, checkpoint_minutes=job.checkpoint_minutes, resume=job.resume, progress=job.progress,
                            tensorboard=job.tensorboard, overwrite=job.overwrite, run_info=run_info, callback=record_progress)
         wall1, cpu1 = time.perf_counter(), cpu_seconds()
         add_timing(out, "train", wall1 - wall0, cpu1 - cpu0)
