@@ -172,10 +172,14 @@ def test_report_matches_eval_json(sweep_dir):
         assert math.isclose(float(r["core_min"]), (t["train_cpu_s"] + t["eval_cpu_s"]) / 60)
 
 
-def test_report_subcommand_rebuilds_the_report(sweep_dir, capsys):
+def test_report_subcommand_rebuilds_the_report(sweep_dir, capsys, monkeypatch):
     (sweep_dir / "results.md").unlink()
-    assert sweep_main(["report", str(sweep_dir)]) == 0
+    monkeypatch.chdir(sweep_dir.parent)
+    assert sweep_main(["report", sweep_dir.name]) == 0
     assert (sweep_dir / "results.md").exists() and "results.md" in capsys.readouterr().out
+    # the directory is named as the command gave it: no machine's absolute path in a committed report
+    md = (sweep_dir / "results.md").read_text()
+    assert f"evaluated in `{sweep_dir.name}`" in md and str(sweep_dir.parent) not in md
 
 
 def test_a_failed_run_does_not_stop_the_others(ray_local, tmp_path, capsys):

@@ -825,7 +825,7 @@ def write_report(root: str | os.PathLike[str], reps: int = BOOTSTRAP_REPS) -> di
             note = 'Confidence intervals, aggregates and probabilities of improvement need rliable: pip install "flrp[sweep]".'
     paths: dict[str, Path] = {}
     paths["md"] = base / "results.md"
-    write_text(paths["md"], results_markdown(groups, records, root=str(base), stats=stats, note=note))
+    write_text(paths["md"], results_markdown(groups, records, root=os.fspath(root), stats=stats, note=note))  # as given: no machine path in a committed report
     paths["csv"] = write_results_csv(records, base / "results.csv")
     if evaluated:
         n = sum(r.evaluated for r in records)
