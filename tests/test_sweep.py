@@ -149,15 +149,15 @@ def test_report_matches_eval_json(sweep_dir):
         ev = _evals(sweep_dir, algo)
         rew = np.array([e["norm_reward_mean"] for e in ev])
         cost = np.array([e["norm_cost_mean"] for e in ev])
-        expected[algo] = (rew.mean(), rew.std(), cost.mean(), cost.std(), cost.mean() <= 1.0)
+        expected[algo] = (rew.mean(), rew.std(), cost.mean(), cost.std(), cost.mean() <= 1.0, int((cost > 1.0).sum()))
     best = max((v[0] for v in expected.values() if v[4]), default=None)
     timing = {a: [json.loads((sweep_dir / a / "toy" / f"seed{s}" / "timing.json").read_text()) for s in SEEDS] for a in ALGOS}
     for _task, algo, _, reward, cost, verdict, minutes in rows:
-        r_mean, r_std, c_mean, c_std, safe = expected[algo]
+        r_mean, r_std, c_mean, c_std, safe, unsafe_seeds = expected[algo]
         # CPU seconds of training and evaluation, each positive, summed per run, averaged over seeds
         assert all(t[k] > 0 for t in timing[algo] for k in ("train_cpu_s", "eval_cpu_s", "train_wall_s", "eval_wall_s")), timing[algo]
         assert minutes == f"{np.mean([(t['train_cpu_s'] + t['eval_cpu_s']) / 60 for t in timing[algo]]):.0f}"
-        assert verdict == ("safe" if safe else "unsafe")
+        assert verdict == ("unsafe" if not safe else f"safe ({unsafe_seeds} of 2 seeds unsafe)" if unsafe_seeds else "safe")
         assert cost == f"{c_mean:.2f} ± {c_std:.2f}"
         plain = f"{r_mean:.2f} ± {r_std:.2f}"
         assert reward == (f"**{plain}**" if safe and r_mean == best else plain)
@@ -349,14 +349,15 @@ def test_table_marks_safe_entries_and_bolds_the_best_safe_reward(tmp_path):
     rows = _table_rows(paths["md"].read_text())
     assert rows == [
         ["ToyHazard", "a", "2", "0.90 ± 0.00", "1.40 ± 0.10", "unsafe", "2"],
-        ["ToyHazard", "b", "2", "**0.70 ± 0.10**", "0.95 ± 0.45", "safe", "—"],
+        ["ToyHazard", "b", "2", "**0.70 ± 0.10**", "0.95 ± 0.45", "safe (1 of 2 seeds unsafe)", "—"],
         ["ToyHazard", "c", "2/3", "0.50 ± 0.00", "0.10 ± 0.10", "safe", "—"],
     ]
     md = paths["md"].read_text()
-    assert "| ToyHazard | 0.90 | 1.40 ✗ | **0.70** | 0.95 | 0.50 | 0.10 |" in md
+    assert "| ToyHazard | 0.90 | 1.40 ✗ | **0.70** | 0.95 † | 0.50 | 0.10 |" in md
     assert "`c/toy/seed2`: not started" in md
     groups = summarize(collect_runs(tmp_path))
     assert [g.best for g in groups] == [False, True, False]
+    assert [g.unsafe_seeds for g in groups] == [2, 1, 0]
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 

@@ -6,7 +6,8 @@
   normalized reward (Eq. 39) and normalized cost (Eq. 40) as mean ± std over seeds, where each
   seed contributes its mean over evaluation episodes (the value its ``eval.json`` reports). An
   entry is safe iff its mean normalized cost is <= 1 (:func:`flrp.evaluation.metrics.is_safe`);
-  the best reward among the safe entries of each task is bold. Std is the population std
+  the best reward among the safe entries of each task is bold, and a safe entry one of whose
+  seeds is unsafe says so ("safe (1 of 2 seeds unsafe)", † in the wide layout). Std is the population std
   (``ddof=0``, as ``EvalResult`` and OSRL use), 0 for a single seed.
 * ``results.png`` plots normalized cost (x, dashed line at the limit 1) against normalized
   reward (y): one marker per algorithm with error bars over seeds, faint dots for single seeds,
@@ -147,6 +148,7 @@ class GroupSummary:
         seeds: evaluated seeds; ``expected``: seeds requested (evaluated or not).
         reward_mean, reward_std, cost_mean, cost_std: normalized, over the evaluated seeds.
         safe: mean normalized cost <= 1 (``None`` without results); ``best``: bold in the table.
+        unsafe_seeds: evaluated seeds whose own normalized cost is > 1 (a safe mean can hide some).
         cost_limits: the distinct cost limits of its runs.
         reward_seeds, cost_seeds: the per-seed values (for the plot).
         core_min: mean CPU minutes per evaluated run (NaN if no run has a ``timing.json``).
@@ -166,6 +168,7 @@ class GroupSummary:
     reward_seeds: tuple[float, ...]
     cost_seeds: tuple[float, ...]
     core_min: float = math.nan
+    unsafe_seeds: int = 0
 
 
 # ---------------------------------------------------------------- collecting
@@ -306,6 +309,7 @@ def summarize(records: Sequence[RunRecord]) -> list[GroupSummary]:
             reward_seeds=tuple(float(x) for x in rew),
             cost_seeds=tuple(float(x) for x in cost),
             core_min=_mean_known([r.core_min for r in done]),
+            unsafe_seeds=sum(not is_safe(float(c)) for c in cost),
         ))
     for task in task_order:
         safe = [g for g in out if g.task == task and g.safe]
@@ -353,14 +357,14 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
         if g.best:
             reward = f"**{reward}**"
         seeds = str(g.seeds) if g.seeds == g.expected else f"{g.seeds}/{g.expected}"
-        verdict = "—" if g.safe is None else ("safe" if g.safe else "unsafe")
+        verdict = "—" if g.safe is None else ("unsafe" if not g.safe else "safe" if not g.unsafe_seeds else f"safe ({g.unsafe_seeds} of {g.seeds} seeds unsafe)")
         minutes = "—" if math.isnan(g.core_min) else f"{g.core_min:.0f}"
         lines.append(f"| {_cell(g.task)} | {_cell(g.label)} | {seeds} | {reward} | {_pm(g.cost_mean, g.cost_std)} | {verdict} | {minutes} |")
 
     tasks = list(dict.fromkeys(g.task for g in groups))
     algos = list(dict.fromkeys(g.label for g in groups))
     by = {(g.task, g.label): g for g in groups}
-    lines += ["", "## Table 1 layout", "", "r: normalized reward ↑, c: normalized cost ↓; ✗ marks an unsafe entry (c > 1).", ""]
+    lines += ["", "## Table 1 layout", "", "r: normalized reward ↑, c: normalized cost ↓; ✗ marks an unsafe entry (c > 1), † a safe entry with an unsafe seed.", ""]
     lines.append("| task | " + " | ".join(f"{_cell(a)} r ↑ | {_cell(a)} c ↓" for a in algos) + " |")
     lines.append("|---|" + "---|---|" * len(algos))
     for t in tasks:
@@ -371,7 +375,7 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
                 row += ["—", "—"]
                 continue
             r = f"{cell.reward_mean:.2f}"
-            row += [f"**{r}**" if cell.best else r, f"{cell.cost_mean:.2f}" + ("" if cell.safe else " ✗")]
+            row += [f"**{r}**" if cell.best else r, f"{cell.cost_mean:.2f}" + (" ✗" if not cell.safe else " †" if cell.unsafe_seeds else "")]
         lines.append("| " + " | ".join(row) + " |")
 
     if stats is not None:
