@@ -47,6 +47,22 @@ def test_train_then_eval_on_toy(tmp_path, capsys):
     assert len(json.loads((run / "eval.json").read_text())["episodes"]) == 4
 
 
+def test_eval_normalizes_cost_by_the_models_own_limit(tmp_path, capsys):
+    """A model trained with --cost-limit 5 is scored against 5 by training's evaluation and by a
+    later `flrp eval` alike (kappa of Eq. 40); --cost-limit on `flrp eval` overrides it."""
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "toy", "--steps", "10", "--episodes", "2", "--workers", "1", "--out", str(run), "--cost-limit", "5", *FAST]) == 0
+    trained = json.loads((run / "eval.json").read_text())
+    assert trained["cost_limit"] == 5.0
+    assert main(["eval", str(run), "--episodes", "2", "--workers", "1"]) == 0
+    again = json.loads((run / "eval.json").read_text())
+    assert again["cost_limit"] == 5.0 and again["norm_cost_mean"] == trained["norm_cost_mean"]
+    assert main(["eval", str(run), "--episodes", "2", "--workers", "1", "--cost-limit", "20"]) == 0
+    other = json.loads((run / "eval.json").read_text())
+    assert other["cost_limit"] == 20.0 and other["cost_mean"] == trained["cost_mean"]
+    assert other["norm_cost_mean"] == pytest.approx(trained["cost_mean"] / 20.0)
+
+
 def test_baseline_selectable_by_name(tmp_path, capsys):
     run = tmp_path / "bc"
     assert main(["train", "--algo", "bc-safe", "--dataset", "toy", "--steps", "20", "--episodes", "2", "--workers", "1", "--out", str(run), "--hidden", "16", "--quiet"]) == 0

@@ -89,17 +89,19 @@ def cmd_diagnose(ns: argparse.Namespace) -> int:
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
+    from flrp.data.tasks import COST_LIMIT
     from flrp.plotting.dataset import dataset_summary, plot_cost_return_scatter, summary_markdown
     from flrp.training.datasets import resolve_dataset
 
     ds, task = resolve_dataset(ns.dataset, ns.task)
-    summary = dataset_summary(ds, task, cost_limit=ns.cost_limit)
+    cost_limit = COST_LIMIT if ns.cost_limit is None else ns.cost_limit
+    summary = dataset_summary(ds, task, cost_limit=cost_limit)
     print(summary_markdown(summary))
     stem = task.name if task else Path(ns.dataset).stem
     png = Path(ns.out) if ns.out else Path(f"{stem}-cost-return.png")
     # DSRL's return range of the task (toy: none) as dotted lines, to compare with its datasets
     ref = (task.min_reward, task.max_reward) if task is not None and task.suite != "toy" else None
-    plot_cost_return_scatter(ds, png, title=f"{stem}: {ds.num_episodes} trajectories", cost_limit=ns.cost_limit, reference=ref)
+    plot_cost_return_scatter(ds, png, title=f"{stem}: {ds.num_episodes} trajectories", cost_limit=cost_limit, reference=ref)
     print(f"cost-return scatter: {png}")
     return 0
 
@@ -169,7 +171,7 @@ def build_parser(algo: str = "flrp") -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a dataset and plot its cost-return scatter")
     i.add_argument("dataset", help="path to a DSRL-format .hdf5 file, or 'toy'")
     i.add_argument("--task", default=None)
-    i.add_argument("--cost-limit", type=float, default=10.0)
+    i.add_argument("--cost-limit", type=float, default=None, help="episode cost limit for the safe share and the scatter's line (default: the paper's 10)")
     i.add_argument("--out", default=None, help="PNG path (default <task>-cost-return.png)")
 
     c = sub.add_parser("collect", help="make a DSRL-format dataset on the simulator (PPO behaviour policies; needs flrp[collect])")

@@ -21,6 +21,10 @@ from flrp.files import clean_temp_files, ensure_dir, fs_error
 __all__ = ["LOCK_NAME", "RUN_FILES", "hold_lock", "run_lock", "start_fresh", "clean_temp_files"]
 
 LOCK_NAME = ".lock"
+# Checkpoint cadence defaults (fit, TrainJob, flrp train): every CHECKPOINT_EVERY steps, and also at
+# the first step CHECKPOINT_MINUTES of wall time after the last checkpoint.
+CHECKPOINT_EVERY = 5000
+CHECKPOINT_MINUTES = 10.0
 # Files of one run; a fresh start moves those present aside together, with one suffix ".old-N".
 RUN_FILES = ("model.pt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "config.json", "run.json", "eval.json", "eval.md", "timing.json")
 

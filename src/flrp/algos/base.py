@@ -31,13 +31,14 @@ from flrp.algos.sampler import SAMPLE_BLOCK, BlockSampler
 from flrp.algos.validation import POSITIVE, Range, check_config, check_number
 from flrp.data.dataset import OfflineDataset
 from flrp.data.spec import DataSpec
+from flrp.data.tasks import COST_LIMIT
 from flrp.devices import resolve_device
 from flrp.errors import FlrpError
 from flrp.files import clean_temp_files, write_json
 from flrp.metrics_log import MetricsLogger
 from flrp.nn.frozen import call_frozen
 from flrp.progress import progress as progress_bar
-from flrp.rundir import run_lock, start_fresh
+from flrp.rundir import CHECKPOINT_EVERY, CHECKPOINT_MINUTES, run_lock, start_fresh
 from flrp.runtime import tune_allocator
 
 # The registry, the sampler, the file format and the torch helpers live in modules named for
@@ -75,7 +76,7 @@ class AlgoConfig:
     # Standardise observations with dataset statistics (saved with the model).
     normalize_obs: bool = True
     # Episode cost limit kappa used for normalised cost (Eq. 40) and by methods that take one.
-    cost_limit: float = 10.0
+    cost_limit: float = COST_LIMIT
 
     # Allowed ranges beyond flrp.algos.validation.FIELD_RANGES (field name -> Range); subclasses extend.
     field_ranges: ClassVar[dict[str, Range]] = {}
@@ -281,8 +282,8 @@ class Algorithm(abc.ABC):
         steps: int | None = None,
         run_dir: str | Path | None = None,
         log_every: int = 500,
-        checkpoint_every: int = 5000,
-        checkpoint_minutes: float = 10.0,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_minutes: float = CHECKPOINT_MINUTES,
         resume: bool = True,
         progress: bool = True,
         tensorboard: bool = False,

@@ -34,6 +34,9 @@ from flrp.errors import FlrpError
 __all__ = ["SUITES", "TASKS", "TaskSpec", "get_task", "list_tasks", "task_of_file_name"]
 
 SUITES = ("bullet", "safetygym", "metadrive", "toy")
+# The episode cost limit kappa of Eq. 40: "we set a uniform cost limit of 10 for all tasks" (the
+# paper's Sec. 5, again beside Eq. 40; OSRL's default too). Every cost_limit default reads this.
+COST_LIMIT = 10.0
 
 
 @dataclass(frozen=True)

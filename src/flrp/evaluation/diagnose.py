@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from flrp.data.dataset import OfflineDataset
-from flrp.data.tasks import TaskSpec
+from flrp.data.tasks import COST_LIMIT, TaskSpec
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import normalized_cost, normalized_reward
 from flrp.evaluation.rollout import _groups, _run_group
@@ -197,7 +197,7 @@ def _fmt(x: float, nd: int = 3) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cost_limit: float = 10.0, action_bound: float | None = None) -> Diagnosis:
+def summarize(traces: list[EpisodeTrace], task: TaskSpec, horizon: int = 20, cost_limit: float = COST_LIMIT, action_bound: float | None = None) -> Diagnosis:
     """Aggregate per-step traces into the diagnosis figures (see the module docstring).
     ``action_bound``: the actions' bound for the saturation figure (default: the largest |a| seen)."""
     bound_of = action_bound
@@ -292,7 +292,7 @@ UNSAFE_SHARE_KEY = "share of the Q_h <= 0 pairs from episodes above the cost lim
 
 
 def data_flags(
-    q_h: np.ndarray, v_h: np.ndarray, episode_cost: np.ndarray, cost_limit: float = 10.0, kept: np.ndarray | None = None
+    q_h: np.ndarray, v_h: np.ndarray, episode_cost: np.ndarray, cost_limit: float = COST_LIMIT, kept: np.ndarray | None = None
 ) -> dict[str, float]:
     """What the critics say about logged pairs (online Q_h(s, a), V_h(s) and the cost of each
     pair's episode, same length): shares by episode cost, and how much of what the critic calls
@@ -428,11 +428,12 @@ def diagnose(
     deterministic: bool | None = None,
     samples: int = 16,
     horizon: int = 20,
-    cost_limit: float = 10.0,
+    cost_limit: float | None = None,
     dataset: OfflineDataset | None = None,
 ) -> Diagnosis:
     """Diagnose the model file on ``episodes`` evaluation episodes; write diagnosis.{json,md,png} to ``out``.
-    With the run's ``dataset`` the diagnosis also says what the critics make of the logged data."""
+    With the run's ``dataset`` the diagnosis also says what the critics make of the logged data.
+    ``cost_limit``: kappa of Eq. 40 (``None``: the model's ``config.cost_limit``)."""
     from flrp.algos.base import Algorithm
     from flrp.algos.flrp import FLRP
 
@@ -442,6 +443,7 @@ def diagnose(
         raise FlrpError(f"--horizon must be >= 0, got {horizon}")
     algo = Algorithm.load(model, device="cpu")
     spec = algo._require_built()
+    cost_limit = algo.config.cost_limit if cost_limit is None else cost_limit
     if dataset is not None and (dataset.obs_dim, dataset.act_dim) != (spec.obs_dim, spec.act_dim):
         raise FlrpError(f"--dataset {dataset.source}: obs/act dims ({dataset.obs_dim}, {dataset.act_dim}) do not match "
                         f"the model's ({spec.obs_dim}, {spec.act_dim})")

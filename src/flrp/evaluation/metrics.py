@@ -10,7 +10,7 @@ from typing import overload
 
 import numpy as np
 
-from flrp.data.tasks import TaskSpec
+from flrp.data.tasks import COST_LIMIT, TaskSpec
 from flrp.errors import FlrpError
 
 __all__ = ["normalized_reward", "normalized_cost", "is_safe"]
@@ -40,10 +40,10 @@ def normalized_reward(ret: ArrayLike, task: TaskSpec) -> float | np.ndarray:
 
 
 @overload
-def normalized_cost(cost: float | int, cost_limit: float = 10.0) -> float: ...
+def normalized_cost(cost: float | int, cost_limit: float = COST_LIMIT) -> float: ...
 @overload
-def normalized_cost(cost: np.ndarray, cost_limit: float = 10.0) -> np.ndarray: ...
-def normalized_cost(cost: ArrayLike, cost_limit: float = 10.0) -> float | np.ndarray:
+def normalized_cost(cost: np.ndarray, cost_limit: float = COST_LIMIT) -> np.ndarray: ...
+def normalized_cost(cost: ArrayLike, cost_limit: float = COST_LIMIT) -> float | np.ndarray:
     """Eq. 40 in DSRL's form: ``C_norm = (C + eps) / (limit + eps)``, eps = 1 iff limit == 0, else 0.
 
     This is DSRL's ``OfflineEnv.get_normalized_score``; the paper writes ``C / (kappa + eps)`` with a

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from flrp.data.tasks import TaskSpec
+from flrp.data.tasks import COST_LIMIT, TaskSpec
 from flrp.errors import FlrpError
 from flrp.evaluation.metrics import is_safe, normalized_cost, normalized_reward
 
@@ -198,18 +198,25 @@ def _worker(model_path: str, task_name: str, seeds: list[int], deterministic: bo
     return _run_group(algo, get_task(task_name), seeds, det)
 
 
+def _model_cost_limit(policy: Any) -> float:
+    """kappa of Eq. 40 that ``policy`` was trained with (``config.cost_limit``), else the paper's 10."""
+    return float(getattr(getattr(policy, "config", None), "cost_limit", COST_LIMIT))
+
+
 def evaluate(
     policy: Any,
     task: TaskSpec,
     episodes: int = 20,
     seed: int = 0,
-    cost_limit: float = 10.0,
+    cost_limit: float | None = None,
     deterministic: bool | None = None,
 ) -> EvalResult:
     """Evaluate an in-memory policy in this process (the same groups and numbers as
     :func:`evaluate_model_file` on its saved copy).
 
-    ``deterministic=None`` uses the policy's own convention (``eval_deterministic``)."""
+    ``deterministic=None`` uses the policy's own convention (``eval_deterministic``);
+    ``cost_limit=None`` its ``config.cost_limit`` (an object without one: the paper's 10)."""
+    cost_limit = _model_cost_limit(policy) if cost_limit is None else cost_limit
     seeds = _seeds(seed, episodes)
     det = getattr(policy, "eval_deterministic", True) if deterministic is None else deterministic
     out = [e for g in _groups(seeds) for e in _run_group(policy, task, g, det)]
@@ -232,7 +239,7 @@ def evaluate_model_file(
     task: TaskSpec,
     episodes: int = 20,
     seed: int = 0,
-    cost_limit: float = 10.0,
+    cost_limit: float | None = None,
     deterministic: bool | None = None,
     workers: int | None = None,
     device: str = "cpu",
@@ -243,7 +250,8 @@ def evaluate_model_file(
     simulator are loaded here, so a worker starts in milliseconds. ``workers=None`` uses one
     process per core when the evaluation has at least 4k env steps (20k when workers must be
     spawned), else this process only.
-    The numbers are the same for any ``workers`` (see ``EVAL_GROUP``).
+    The numbers are the same for any ``workers`` (see ``EVAL_GROUP``). ``cost_limit=None``: the
+    model's own ``config.cost_limit`` (the one its training evaluation used).
     """
     from flrp.envs.dims import check_task_fits
 
@@ -256,7 +264,9 @@ def evaluate_model_file(
     workers = max(1, min(workers, len(groups)))
     args = (str(model_path), task.name, deterministic, device)
     shares = [groups[i::workers] for i in range(workers)]
-    spec = _load(str(model_path), device).spec
+    loaded = _load(str(model_path), device)
+    spec = loaded.spec
+    cost_limit = _model_cost_limit(loaded) if cost_limit is None else cost_limit
     check_task_fits(spec.obs_dim, spec.act_dim, task, f"model {model_path}")
     with contextlib.ExitStack() as stack:
         futures = []

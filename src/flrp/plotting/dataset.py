@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from flrp.data.dataset import OfflineDataset
-from flrp.data.tasks import TaskSpec
+from flrp.data.tasks import COST_LIMIT, TaskSpec
 from flrp.errors import FlrpError
 from flrp.files import atomic_path
 
@@ -22,7 +22,7 @@ def _stats(x: np.ndarray) -> dict[str, float]:
     return {"min": float(np.min(x)), "mean": float(np.mean(x)), "max": float(np.max(x))}
 
 
-def dataset_summary(ds: OfflineDataset, task: TaskSpec | None = None, cost_limit: float = 10.0) -> dict[str, Any]:
+def dataset_summary(ds: OfflineDataset, task: TaskSpec | None = None, cost_limit: float = COST_LIMIT) -> dict[str, Any]:
     """Sizes and per-episode return/cost/length statistics; plain Python types (JSON-ready).
 
     ``safe_fraction`` is the share of episodes whose undiscounted cost is <= ``cost_limit``
@@ -98,7 +98,7 @@ def plot_cost_return_scatter(
     ds: OfflineDataset,
     path: str | os.PathLike[str],
     title: str | None = None,
-    cost_limit: float = 10.0,
+    cost_limit: float = COST_LIMIT,
     reference: tuple[float, float] | None = None,
     reference_label: str = "DSRL return range",
 ) -> Path:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from flrp.algos.validation import FINITE, POSITIVE, _field_types, check_number, flag_of, range_of
 from flrp.errors import FlrpError
+from flrp.rundir import CHECKPOINT_EVERY, CHECKPOINT_MINUTES
 
 if TYPE_CHECKING:
     from flrp.algos.base import AlgoConfig, Algorithm
@@ -180,7 +181,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, train: bool) -> None:
     g.add_argument("--workers", type=int, default=None, help="evaluation processes (default: one per core, at most one per group of 5 episodes, when the evaluation has at least 4k env steps, 20k on CUDA; else 1)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None, help="deterministic actions (FLRP: u_0 = 0) or stochastic (FLRP: u_0 ~ N(0, I), the paper's protocol); default: the algorithm's own convention")
     if not train:
-        g.add_argument("--cost-limit", type=float, default=10.0, help="cost limit kappa of Eq. 40 (default 10)")
+        g.add_argument("--cost-limit", type=float, default=None, help="cost limit kappa of Eq. 40 (default: the one the model was trained with, the paper's 10 unless set)")
 
 
 def add_train_arguments(t: argparse.ArgumentParser, algo_cls: type[Algorithm], algo_names: Iterable[str] = ()) -> None:
@@ -194,8 +195,8 @@ def add_train_arguments(t: argparse.ArgumentParser, algo_cls: type[Algorithm], a
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     t.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default 1 per process, or $FLRP_THREADS; positive)")
     t.add_argument("--log-every", type=int, default=500, help="log metrics every N steps (default 500; positive)")
-    t.add_argument("--checkpoint-every", type=int, default=5000, help="write <out>/checkpoint.pt every N steps (default 5000; positive)")
-    t.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also write it at the first step M wall-clock minutes after the last (default 10; positive)")
+    t.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, help=f"write <out>/checkpoint.pt every N steps (default {CHECKPOINT_EVERY}; positive)")
+    t.add_argument("--checkpoint-minutes", type=float, default=CHECKPOINT_MINUTES, help=f"also write it at the first step M wall-clock minutes after the last (default {CHECKPOINT_MINUTES:g}; positive)")
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from <out>/checkpoint.pt if present (default yes); a fresh start moves the old run's files aside as NAME.old-N")
     t.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a trained model.pt (its files are moved aside as NAME.old-N)")
     t.add_argument("--tensorboard", action="store_true", help="also log to <out>/tb (needs flrp[tensorboard])")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from flrp.algos.validation import NON_NEGATIVE, POSITIVE, Range, check_number
 from flrp.errors import FlrpError
+from flrp.rundir import CHECKPOINT_EVERY, CHECKPOINT_MINUTES
 
 if TYPE_CHECKING:
     from flrp.algos.base import AlgoConfig, Algorithm
@@ -90,8 +91,8 @@ class TrainJob:
     device: str = "auto"
     threads: int | None = None
     log_every: int = 500
-    checkpoint_every: int = 5000
-    checkpoint_minutes: float = 10.0
+    checkpoint_every: int = CHECKPOINT_EVERY
+    checkpoint_minutes: float = CHECKPOINT_MINUTES
     resume: bool = True
     overwrite: bool = False
     tensorboard: bool = False
@@ -331,8 +332,7 @@ def evaluate_run(
     from flrp.files import write_json, write_text
 
     options.check(train=False)
-    cost_limit = 10.0 if options.cost_limit is None else options.cost_limit
-    res = evaluate_model_file(model, task, episodes=options.episodes, seed=options.seed, cost_limit=cost_limit, deterministic=options.deterministic, workers=options.workers)
+    res = evaluate_model_file(model, task, episodes=options.episodes, seed=options.seed, cost_limit=options.cost_limit, deterministic=options.deterministic, workers=options.workers)
     report = res.to_dict()
     md = res.markdown()
     if task.suite == "toy":
