@@ -70,7 +70,7 @@ from flrp.collect.behaviour import (
     norm_path,
     train_policy,
 )
-from flrp.data.tasks import TaskSpec, get_task
+from flrp.data.tasks import COST_LIMIT, TaskSpec, get_task
 from flrp.errors import FlrpError
 from flrp.files import atomic_path, write_json, write_text
 
@@ -676,7 +676,7 @@ def collect(
     png = out / f"{stem}.png"
     plot_cost_return_scatter(ds, png, title=f"{spec.name} (flrp collect, seed {seed}, {bud.name}):\n{n_traj} trajectories",
                              reference=(spec.min_reward, spec.max_reward))
-    summary = dataset_summary(ds, spec, cost_limit=10.0)
+    summary = dataset_summary(ds, spec, cost_limit=COST_LIMIT)
     card = _card(spec, bud, seed, cost_cap, cap_value, plans, records, final_eval, (unsafe, safe), ep_ret, ep_cost, keep, summary, chunk_times, time.perf_counter() - t_start, h5_path, png, csv_path, work)
     card_json = out / f"{stem}.json"
     card_md = out / f"{stem}.md"
