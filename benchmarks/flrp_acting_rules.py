@@ -7,6 +7,12 @@ is drawn. Separates "the policy's samples are unsafe" from "the critics pick bad
 
 Rules over N = --samples candidates (one-sample rules ignore N):
   one    the paper's protocol: a single u_0, refined and decoded
+  prior  a single u_0, not refined (T = 0): the prior flow and decoder alone, i.e. the safety-
+         weighted generative model as a behaviour-cloning policy, without the refiner or critics
+         (with --sigma 0: the prior's mode u_0 = 0)
+  mode   the prior's mode (u_0 = 0, not refined) when Q_h <= -margin there, else rule flrp over
+         the N refined candidates (the refiner as a fallback only)
+  priorsel  rule flrp over the prior's mode and N - 1 unrefined samples (selection without refiner)
   flrp   select_candidates (highest Q_r among Q_h <= 0, else the lowest Q_c / Q_h): the fast preset;
          --margin m counts a candidate feasible only if Q_h <= -m (FLRPConfig.select_margin), --qc-max d
          only if also Q_c <= d (the recovery critic as a second gate)
@@ -38,19 +44,32 @@ from flrp.evaluation.diagnose import summarize, trace_episodes  # noqa: E402
 from flrp.files import write_text  # noqa: E402
 from flrp.training.datasets import resolve_dataset  # noqa: E402
 
-RULES = ("one", "flrp", "maxqr", "minqh", "minqc")
+RULES = ("one", "prior", "mode", "priorsel", "flrp", "maxqr", "minqh", "minqc")
 
 
 def make_act(algo, rule: str, sigma: float, samples: int, margin: float = 0.0, qc_max: float = float("inf"), tiered: bool = False):  # type: ignore[no-untyped-def]
     """An ``act`` for ``algo`` that draws u_0 ~ N(0, sigma^2 I) and keeps a candidate by ``rule``."""
 
     def act(obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        n = 1 if rule == "one" else samples
+        n = 1 if rule in ("one", "prior") else samples
         s = obs.repeat(n, 1)
         u0 = sigma * algo._base_noise(s, deterministic)
         if n == 1:
-            return algo.decode_base(s, u0)
+            return algo.decode_base(s, u0, steps=0 if rule == "prior" else None)
+        B = obs.shape[0]
+        rows = torch.arange(B, device=obs.device)
+        if rule == "priorsel":
+            u0[:B] = 0.0  # candidate 0: the prior's mode
+            a = algo.decode_base(s, u0, steps=0)
+            q_h = algo.modules["q_h"](s, a).max(0).values.view(n, B)
+            q_r = algo.modules["q_r"](s, a).min(0).values.view(n, B)
+            return a.view(n, B, -1)[select_candidates(q_h, q_r, None, margin), rows]
         a, q_h, q_r, q_c = algo.score_candidates(obs, u0)
+        if rule == "mode":
+            a0 = algo.decode_base(obs, torch.zeros_like(u0[:B]), steps=0)
+            ok = algo.modules["q_h"](obs, a0).max(0).values.view(B) <= -margin
+            pick = a[select_candidates(q_h, q_r, q_c, margin), rows]
+            return torch.where(ok[:, None], a0, pick)
         if rule == "flrp":
             gate = q_h  # candidates over the Q_c gate count as infeasible: Q_h raised above -margin
             if q_c is not None and qc_max != float("inf"):
@@ -81,9 +100,36 @@ def summary(folder: Path) -> Path:
         md.append(f"| {name} | " + " | ".join(
             (f"{c['norm_reward']:.3f} / " + (f"**{c['norm_cost']:.2f}**" if c["norm_cost"] > 1 else f"{c['norm_cost']:.2f}")) if (c := cell.get(k)) else "—"
             for k in rules) + " |")
+    md += _seed_means(runs, rules, label)
     out = folder / "summary.md"
     write_text(out, "\n".join(md) + "\n")
     return out
+
+
+def _seed_means(runs: dict[str, list[dict]], rules: list[str], label) -> list[str]:  # type: ignore[no-untyped-def]
+    """Rows ``<name>-seedK`` grouped by ``<name>``: mean reward / mean cost over the seeds with that
+    rule (the seed count in brackets), and ✗ when any one seed is unsafe."""
+    groups: dict[str, list[dict[str, dict]]] = {}
+    for name, rows in runs.items():
+        base, sep, seed = name.rpartition("-seed")
+        if sep and seed.isdigit():
+            groups.setdefault(base, []).append({label(r): r for r in rows})
+    if not groups:
+        return []
+    md = ["", "Mean over seeds (reward / cost; [n] seeds; ✗: some seed's cost > 1)", "",
+          "| model | " + " | ".join(rules) + " |", "|---" * (len(rules) + 1) + "|"]
+    for base, seeds in groups.items():
+        cells = []
+        for k in rules:
+            got = [c[k] for c in seeds if k in c]
+            if not got:
+                cells.append("—")
+                continue
+            rew = sum(c["norm_reward"] for c in got) / len(got)
+            cost = sum(c["norm_cost"] for c in got) / len(got)
+            cells.append(f"{rew:.3f} / {cost:.2f} [{len(got)}]" + (" ✗" if any(c["norm_cost"] > 1 for c in got) else ""))
+        md.append(f"| {base} | " + " | ".join(cells) + " |")
+    return md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     own = float(getattr(algo.config, "select_margin", 0.0))
-    variants = [(rule, m, d) for rule in a.rules for m in (a.margin or [own] if rule == "flrp" else [own])
+    variants = [(rule, m, d) for rule in a.rules for m in (a.margin or [own] if rule in ("flrp", "mode", "priorsel") else [own])
                 for d in (a.qc_max if rule == "flrp" else [float("inf")])]
     for sigma in a.sigma:
         for rule, margin, qc_max in variants:
@@ -120,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             traces = trace_episodes(algo, task, [10_000 + i for i in range(a.episodes)], False, 16)
             d = summarize(traces, task, 20, action_bound=float(algo.spec.action_bound))
             lengths = sorted(len(t.cost) for t in traces)
-            row = {"task": task.name, "model": a.model, "rule": rule if rule != "flrp" else f"flrp margin {margin:g}" + (" tiered" if a.tiered else "")
+            name = rule if rule not in ("flrp", "mode", "priorsel") else f"{rule} margin {margin:g}"
+            row = {"task": task.name, "model": a.model, "rule": name + (" tiered" if a.tiered and rule == "flrp" else "")
                    + ("" if qc_max == float("inf") else f" Q_c<={qc_max:g}"),
-                   "sigma": sigma, "samples": 1 if rule == "one" else a.samples,
+                   "sigma": sigma, "samples": 1 if rule in ("one", "prior") else a.samples,
                    "episodes": a.episodes, "norm_reward": d.norm_reward, "norm_cost": d.norm_cost, "return": d.return_mean,
                    "false_alarm": d.false_alarm_rate, "len_min": lengths[0], "len_median": lengths[len(lengths) // 2],
                    "max_len": task.max_episode_steps}

@@ -446,3 +446,50 @@ def test_flow_episode_cost_max_drops_unsafe_episodes_from_the_flow_only(dataset)
         for t in range(start, end):
             assert keep[t] == (dataset.costs[t:end].sum() <= 2.0)
     assert 0 < keep.mean() < 1 and keep[np.array([e - 1 for _, e in dataset.episode_bounds])].any()
+
+
+def _acting_rules():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("flrp_acting_rules", Path(__file__).parents[1] / "benchmarks" / "flrp_acting_rules.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_acting_rules_that_skip_the_refiner(dataset):
+    """benchmarks/flrp_acting_rules.py's rules without refinement (results/flrp-levers/parts):
+    'prior' at sigma 0 is the prior's unrefined mode; 'priorsel' keeps what select_candidates picks
+    among the unrefined mode and N - 1 unrefined samples; 'mode' takes the unrefined mode where its
+    Q_h clears the margin, else the preset's pick among N refined candidates."""
+    rules = _acting_rules()
+    algo = FLRP(tiny(select_samples=4), device="cpu")
+    algo.fit(dataset, steps=3, progress=False)
+    s = torch.as_tensor(algo.spec.normalize_obs(dataset.observations[:6]))
+    rows = torch.arange(6)
+    zeros = torch.zeros(6, algo.latent_dim)
+    with torch.no_grad():
+        mode = algo.decode_base(s, zeros, steps=0)
+        assert not torch.equal(mode, algo.decode_base(s, zeros))  # the refiner moves it
+        assert torch.equal(rules.make_act(algo, "prior", 0.0, 4)(s, False), mode)
+
+        state = algo._noise_gen.get_state()
+        u0 = torch.randn(24, algo.latent_dim, generator=algo._noise_gen)
+        u0[:6] = 0.0
+        rep = s.repeat(4, 1)
+        cand = algo.decode_base(rep, u0, steps=0)
+        q_h = algo.modules["q_h"](rep, cand).max(0).values.view(4, 6)
+        q_r = algo.modules["q_r"](rep, cand).min(0).values.view(4, 6)
+        algo._noise_gen.set_state(state)
+        a = rules.make_act(algo, "priorsel", 1.0, 4, margin=0.0)(s, False)
+        assert torch.equal(a, cand.view(4, 6, -1)[select_candidates(q_h, q_r), rows])
+
+        algo._noise_gen.set_state(state)
+        assert torch.equal(rules.make_act(algo, "mode", 1.0, 4, margin=-float("inf"))(s, False), mode)  # always clears
+        algo._noise_gen.set_state(state)
+        never = rules.make_act(algo, "mode", 1.0, 4, margin=float("inf"))(s, False)
+        algo._noise_gen.set_state(state)
+        assert torch.equal(never, rules.make_act(algo, "flrp", 1.0, 4, margin=float("inf"))(s, False))
+        assert not torch.equal(never, mode)
