@@ -406,3 +406,43 @@ def test_each_run_reserves_one_cpu_and_the_requested_gpu_share(gpus, expected, t
 def test_a_bad_gpu_share_is_one_line(value, tmp_path, capsys):
     assert sweep_main(["--algos", "bc-all", "--datasets", "toy", "--out", str(tmp_path), "--gpus-per-run", value, "--dry-run"]) == 2
     assert capsys.readouterr().err.strip() == f"flrp: error: --gpus-per-run must be a fraction in [0, 1] or a whole number, got {float(value)}"
+
+
+def test_archived_records_rebuild_the_report_and_outlive_the_sweep_directory(sweep_dir, tmp_path, capsys):
+    import shutil
+
+    from flrp.sweep.spec import run_status
+
+    dest = tmp_path / "results"
+    assert sweep_main(["report", str(sweep_dir), "--archive", str(dest)]) == 0
+    assert "4 run record(s) archived" in capsys.readouterr().out
+    # only the small record files travel: no model, checkpoint or log
+    assert sorted({p.name for p in dest.rglob("*") if p.is_file() and p.parent != dest}) == ["config.json", "eval.json", "run.json", "timing.json"]
+    for name in ("results.csv", "results_stats.csv"):
+        assert (dest / name).read_text() == (sweep_dir / name).read_text(), name
+    # the machine is lost: a new sweep directory holds only bc-safe's runs; archiving it merges
+    second = tmp_path / "second"
+    shutil.copytree(sweep_dir, second)
+    shutil.rmtree(second / "bc-all")
+    ev = json.loads((second / "bc-safe/toy/seed0/eval.json").read_text())
+    ev["norm_reward_mean"] = 0.123
+    (second / "bc-safe/toy/seed0/eval.json").write_text(json.dumps(ev))
+    assert sweep_main(["report", str(second), "--archive", str(dest)]) == 0
+    with open(dest / "results.csv", newline="") as fh:
+        rows = {(r["algo"], r["seed"]): float(r["norm_reward"]) for r in csv.DictReader(fh)}
+    assert sorted(rows) == sorted((a, str(s)) for a in ALGOS for s in SEEDS)  # bc-all's runs kept from the first machine
+    assert rows[("bc-safe", "0")] == 0.123  # a run in both takes the newer sweep directory's record
+    # restored into an empty directory, every archived run counts as done: a rerun trains nothing
+    restored = tmp_path / "restored"
+    shutil.copytree(dest, restored)
+    assert all(run_status(restored / a / "toy" / f"seed{s}") == "done" for a in ALGOS for s in SEEDS)
+
+
+def test_an_archive_of_another_sweep_is_refused(sweep_dir, tmp_path, capsys):
+    dest = tmp_path / "results"
+    dest.mkdir()
+    (dest / "sweep.json").write_text(json.dumps({"settings": SweepSettings(steps=7, episodes=1).to_dict(), "runs": []}))
+    assert sweep_main(["report", str(sweep_dir), "--archive", str(dest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"flrp: error: --archive {dest}: its sweep.json records a sweep with") and "\n" not in err
+    assert sorted(p.name for p in dest.iterdir()) == ["sweep.json"]

@@ -5,6 +5,8 @@
   :func:`flrp.training.train_and_evaluate`.
 * :mod:`flrp.sweep.report`: :func:`write_report` turns the runs' ``eval.json`` files into
   ``results.md`` / ``results.csv`` / ``results.png``.
+* :mod:`flrp.sweep.archive`: :func:`archive_records` copies the runs' small record files into a
+  directory to commit (``flrp sweep report DIR --archive DEST``).
 
 Ray is imported only when a sweep runs (``pip install "flrp[sweep]"``). (``flrp.sweep`` was
 ``flrp.benchmark`` before; ``benchmarks/`` holds the speed scripts.)

@@ -272,6 +272,13 @@ def _sweep_parser() -> argparse.ArgumentParser:
 def _report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flrp sweep report", description="Rebuild results.{md,csv,png} of a sweep directory from its runs' eval.json.")
     p.add_argument("dir", help="sweep directory")
+    p.add_argument(
+        "--archive",
+        metavar="DEST",
+        help="also copy sweep.json and every evaluated run's run/config/eval/timing.json into DEST (merging with what is there; "
+        "no models) and write the report over DEST's runs there: a directory to commit, from which `flrp sweep report DEST` "
+        "rebuilds the report and into which a lost sweep directory can be restored",
+    )
     return p
 
 
@@ -292,6 +299,12 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
 
             ns = _report_parser().parse_args(args[1:])
             print(_report_lines(write_report(ns.dir)))
+            if ns.archive:
+                from flrp.sweep.archive import archive_records
+
+                copied = archive_records(ns.dir, ns.archive)
+                print(f"flrp: sweep report: {len(copied)} run record(s) archived in {ns.archive}")
+                print(_report_lines(write_report(ns.archive)))
             return 0
         extra: list[str] = []
         if "--" in args:
