@@ -446,3 +446,5 @@ def test_an_archive_of_another_sweep_is_refused(sweep_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"flrp: error: --archive {dest}: its sweep.json records a sweep with") and "\n" not in err
     assert sorted(p.name for p in dest.iterdir()) == ["sweep.json"]
+    assert sweep_main(["report", str(sweep_dir), "--archive", str(sweep_dir / "archive")]) == 2
+    assert "--archive" in capsys.readouterr().err and not (sweep_dir / "archive").exists()

@@ -42,14 +42,14 @@ def archive_records(root: str | os.PathLike[str], dest: str | os.PathLike[str]) 
         The run directories copied, relative to ``root``.
 
     Raises:
-        FlrpError: ``root`` has no ``sweep.json``; ``dest`` is ``root``; ``dest``'s manifest
+        FlrpError: ``root`` has no ``sweep.json``; ``dest`` is ``root`` or inside it; ``dest``'s manifest
             records other sweep settings.
     """
     from flrp.sweep.spec import MANIFEST_NAME, RunSpec, SweepSettings, _load_manifest, update_manifest
 
     src, out = Path(root).expanduser().resolve(), Path(dest).expanduser().resolve()
-    if src == out:
-        raise FlrpError(f"--archive {dest}: the sweep directory itself; give another directory")
+    if src == out or src in out.parents:
+        raise FlrpError(f"--archive {dest}: the sweep directory or inside it; give a directory outside {root}")
     if not (src / MANIFEST_NAME).is_file():
         raise FlrpError(f"{root}: not a sweep directory (no {MANIFEST_NAME})")
     manifest = _load_manifest(src) or {}
