@@ -55,11 +55,9 @@ def archive_records(root: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     manifest = _load_manifest(src) or {}
     settings = SweepSettings.from_dict(manifest.get("settings", {}))
     recorded = _load_manifest(out) if out.is_dir() else None
-    if recorded is not None and SweepSettings.from_dict(recorded.get("settings", {})) != settings:
-        raise FlrpError(
-            f"--archive {dest}: its {MANIFEST_NAME} records a sweep with "
-            f"{SweepSettings.from_dict(recorded.get('settings', {})).describe()}, not {settings.describe()}; give another directory"
-        )
+    theirs = SweepSettings.from_dict(recorded.get("settings", {})) if recorded is not None else settings
+    if theirs != settings:
+        raise FlrpError(f"--archive {dest}: its {MANIFEST_NAME} records a sweep with {theirs.describe()}, not {settings.describe()}; give another directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
