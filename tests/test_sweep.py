@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 # Keep the test's Ray instance on loopback (Ray reads this once, at import; see flrp.sweep.runner).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 
+from flrp.devices import machine_info  # noqa: E402
 from flrp.errors import FlrpError  # noqa: E402
 from flrp.sweep.report import collect_runs, summarize, write_report  # noqa: E402
 from flrp.sweep.runner import sweep_main  # noqa: E402
@@ -170,6 +172,11 @@ def test_report_matches_eval_json(sweep_dir):
         assert r["safe"] == str(ev["safe"]) and r["task"] == "ToyHazard"
         t = json.loads((sweep_dir / r["dir"] / "timing.json").read_text())
         assert math.isclose(float(r["core_min"]), (t["train_cpu_s"] + t["eval_cpu_s"]) / 60)
+        # the run records the machine it trained on: the same seed rounds differently on another processor
+        machine = json.loads((sweep_dir / r["dir"] / "run.json").read_text())["machine"]
+        assert machine == machine_info(torch.device("cpu"))
+        assert r["machine"] == f"{machine['cpu']} {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}"
+    assert "machines**" not in (sweep_dir / "results.md").read_text()  # one machine: nothing to warn about
 
 
 def test_report_subcommand_rebuilds_the_report(sweep_dir, capsys, monkeypatch):
@@ -427,11 +434,17 @@ def test_archived_records_rebuild_the_report_and_outlive_the_sweep_directory(swe
     ev = json.loads((second / "bc-safe/toy/seed0/eval.json").read_text())
     ev["norm_reward_mean"] = 0.123
     (second / "bc-safe/toy/seed0/eval.json").write_text(json.dumps(ev))
+    info = json.loads((second / "bc-safe/toy/seed0/run.json").read_text())
+    here = f"{info['machine']['cpu']} {info['machine']['cpu_capability']}, torch {info['machine']['torch']}"
+    info["machine"].update(cpu="Other CPU", cpu_capability="AVX512")
+    (second / "bc-safe/toy/seed0/run.json").write_text(json.dumps(info))
     assert sweep_main(["report", str(second), "--archive", str(dest)]) == 0
     with open(dest / "results.csv", newline="") as fh:
         rows = {(r["algo"], r["seed"]): float(r["norm_reward"]) for r in csv.DictReader(fh)}
     assert sorted(rows) == sorted((a, str(s)) for a in ALGOS for s in SEEDS)  # bc-all's runs kept from the first machine
     assert rows[("bc-safe", "0")] == 0.123  # a run in both takes the newer sweep directory's record
+    # the report says its runs come from two kinds of processor, and how many from each
+    assert f"**The runs come from 2 machines** (3 on {here}; 1 on Other CPU AVX512, torch {info['machine']['torch']})" in (dest / "results.md").read_text()
     # restored into an empty directory, every archived run counts as done: a rerun trains nothing
     restored = tmp_path / "restored"
     shutil.copytree(dest, restored)

@@ -1,12 +1,17 @@
-"""``--device`` as a torch device: ``auto`` picks CUDA when present; anything absent here is one line."""
+"""``--device`` as a torch device: ``auto`` picks CUDA when present; anything absent here is one line.
+Also the machine a run was trained on (:func:`machine_info`): the same seed gives the same numbers
+only on the same kind of processor, so a run records which one it had."""
 
 from __future__ import annotations
+
+import platform
+from pathlib import Path
 
 import torch
 
 from flrp.errors import FlrpError
 
-__all__ = ["resolve_device"]
+__all__ = ["machine_info", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -26,3 +31,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise FlrpError(f"--device {device}: unsupported device type '{dev.type}' (use auto, cpu, cuda or cuda:N)")
     return dev
+
+
+def _cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(device: torch.device) -> dict[str, str]:
+    """What decides a run's float rounding, for ``run.json``: the processor, the vector
+    instructions torch's CPU kernels use on it (e.g. AVX2 vs AVX512 give different numbers from
+    the same seed), the torch build and, on a GPU, the GPU's name."""
+    info = {"cpu": _cpu_name(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+

@@ -106,6 +106,8 @@ class RunRecord:
         safe: the run's own verdict (its mean normalized cost <= 1).
         core_min, wall_min: CPU minutes (user + system, evaluation workers included) and wall
             minutes of training plus evaluation, from the run's ``timing.json`` (NaN without one).
+        machine: the processor (or GPU) and torch build the run was last trained on, from
+            ``run.json`` (:func:`flrp.devices.machine_info`); ``""`` for a run that predates the record.
         ep_norm_reward, ep_norm_cost: per-episode normalized scores (for the intervals; not in
             ``results.csv``); empty if the task's constants are unknown.
     """
@@ -126,6 +128,7 @@ class RunRecord:
     safe: bool | None = None
     core_min: float = math.nan
     wall_min: float = math.nan
+    machine: str = ""
     ep_norm_reward: tuple[float, ...] = ()
     ep_norm_cost: tuple[float, ...] = ()
 
@@ -205,6 +208,14 @@ def _identify(rel: Path, run_json: dict[str, Any] | None) -> tuple[str, str, int
     return str(run_json.get("algo", "?")), stem, int(run_json.get("config", {}).get("seed", 0)), ""
 
 
+def _machine_label(info: Any) -> str:
+    """One short label of ``run.json``'s machine record (``""`` if it has none)."""
+    if not isinstance(info, dict) or not info:
+        return ""
+    where = str(info.get("gpu") or f"{info.get('cpu', '?')} {info.get('cpu_capability', '')}".strip())
+    return f"{where}, torch {info.get('torch', '?')}"
+
+
 def collect_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
     """Every run below ``root`` (each directory with a ``run.json``) plus the runs ``sweep.json``
     lists that have not started, in the manifest's order, then path order.
@@ -236,7 +247,8 @@ def collect_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
         algo, stem, seed, variant = ident
         ev = _read_json(run_dir / "eval.json")
         task = str((ev or {}).get("task") or (run_json or {}).get("task") or "")
-        rec = RunRecord(algo=algo, variant=variant, dataset=stem, task=task, seed=seed, dir=rel, status="not started")
+        rec = RunRecord(algo=algo, variant=variant, dataset=stem, task=task, seed=seed, dir=rel, status="not started",
+                        machine=_machine_label((run_json or {}).get("machine")))
         if ev is not None and "norm_reward_mean" in ev:
             rec.status = "evaluated"
             rec.cost_limit = float(ev.get("cost_limit", math.nan))
@@ -340,14 +352,23 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
     evaluated = [r for r in records if r.evaluated]
     limits = sorted({r.cost_limit for r in evaluated})
     limit_txt = ", ".join(f"{x:g}" for x in limits) if limits else "—"
-    lines = [
-        "# Sweep results",
-        "",
+    intro = (
         f"{len(evaluated)} of {len(records)} runs evaluated{f' in `{root}`' if root else ''}. "
         f"Normalized reward (Eq. 39) and normalized cost (Eq. 40, cost limit {limit_txt}), mean ± std over seeds; "
         "each seed's value is the mean over its evaluation episodes. Safe iff the mean normalized cost is ≤ 1. "
         "**Bold**: the best reward among the safe algorithms of a task. "
-        "Core-min: CPU minutes per run, training plus evaluation (`timing.json`; — where a run has none).",
+        "Core-min: CPU minutes per run, training plus evaluation (`timing.json`; — where a run has none)."
+    )
+    machines: dict[str, int] = {}
+    for rec in evaluated:
+        machines[rec.machine or "not recorded"] = machines.get(rec.machine or "not recorded", 0) + 1
+    if len(machines) > 1:  # the same seed gives other numbers on another kind of processor
+        where = "; ".join(f"{n} on {m}" for m, n in machines.items())
+        intro += f" **The runs come from {len(machines)} machines** ({where}): a seed's numbers differ between kinds of processor, so read seeds from different machines as different draws."
+    lines = [
+        "# Sweep results",
+        "",
+        intro,
         "",
         "| task | algorithm | seeds | normalized reward ↑ | normalized cost ↓ | safe | core-min |",
         "|---|---|---|---|---|---|---|",

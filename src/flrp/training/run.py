@@ -210,7 +210,7 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
     """
     from flrp.algos.base import check_fit_args
     from flrp.algos.registry import get_algorithm
-    from flrp.devices import resolve_device
+    from flrp.devices import machine_info, resolve_device
     from flrp.envs.dims import check_task_fits
     from flrp.files import ensure_dir
     from flrp.rundir import run_lock
@@ -249,7 +249,8 @@ def train_and_evaluate(job: TrainJob, say: Say = print) -> RunResult:
                 last_record = now
                 add_timing(out, "train", now - wall0, cpu_seconds() - cpu0, finished=False)
 
-        run_info = {"algo": algo_cls.name, "dataset": recorded_dataset(job.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config)}
+        run_info = {"algo": algo_cls.name, "dataset": recorded_dataset(job.dataset), "dataset_source": ds.source, "task": task.name if task else None, "config": dataclasses.asdict(config),
+                    "machine": machine_info(device)}
         history = algo.fit(ds, run_dir=out, log_every=job.log_every, checkpoint_every=job.checkpoint_every, checkpoint_minutes=job.checkpoint_minutes, resume=job.resume, progress=job.progress,
                            tensorboard=job.tensorboard, overwrite=job.overwrite, run_info=run_info, callback=record_progress)
         wall1, cpu1 = time.perf_counter(), cpu_seconds()
