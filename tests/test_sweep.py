@@ -175,7 +175,7 @@ def test_report_matches_eval_json(sweep_dir):
         # the run records the machine it trained on: the same seed rounds differently on another processor
         machine = json.loads((sweep_dir / r["dir"] / "run.json").read_text())["machine"]
         assert machine == machine_info(torch.device("cpu"))
-        assert r["machine"] == f"{machine['cpu']} {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}"
+        assert r["machine"] == f"{machine['cpu']} {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, numpy {np.__version__}"
     assert "machines**" not in (sweep_dir / "results.md").read_text()  # one machine: nothing to warn about
 
 
@@ -435,8 +435,9 @@ def test_archived_records_rebuild_the_report_and_outlive_the_sweep_directory(swe
     ev["norm_reward_mean"] = 0.123
     (second / "bc-safe/toy/seed0/eval.json").write_text(json.dumps(ev))
     info = json.loads((second / "bc-safe/toy/seed0/run.json").read_text())
-    here = f"{info['machine']['cpu']} {info['machine']['cpu_capability']}, torch {info['machine']['torch']}"
+    here = f"{info['machine']['cpu']} {info['machine']['cpu_capability']}, torch {info['machine']['torch']}, numpy {np.__version__}"
     info["machine"].update(cpu="Other CPU", cpu_capability="AVX512")
+    del info["machine"]["numpy"]  # a record from before numpy's version was kept: no numpy in its label
     (second / "bc-safe/toy/seed0/run.json").write_text(json.dumps(info))
     assert sweep_main(["report", str(second), "--archive", str(dest)]) == 0
     with open(dest / "results.csv", newline="") as fh:

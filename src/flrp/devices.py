@@ -47,8 +47,11 @@ def _cpu_name() -> str:
 def machine_info(device: torch.device) -> dict[str, str]:
     """What decides a run's float rounding, for ``run.json``: the processor, the vector
     instructions torch's CPU kernels use on it (e.g. AVX2 vs AVX512 give different numbers from
-    the same seed), the torch build and, on a GPU, the GPU's name."""
-    info = {"cpu": _cpu_name(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "torch": torch.__version__, "device": str(device)}
+    the same seed), the torch and numpy builds (the simulators' observations and rewards go
+    through numpy's float64 kernels) and, on a GPU, the GPU's name."""
+    import numpy as np
+
+    info = {"cpu": _cpu_name(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "torch": torch.__version__, "numpy": np.__version__, "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -213,7 +213,8 @@ def _machine_label(info: Any) -> str:
     if not isinstance(info, dict) or not info:
         return ""
     where = str(info.get("gpu") or f"{info.get('cpu', '?')} {info.get('cpu_capability', '')}".strip())
-    return f"{where}, torch {info.get('torch', '?')}"
+    numpy = f", numpy {info['numpy']}" if "numpy" in info else ""
+    return f"{where}, torch {info.get('torch', '?')}{numpy}"
 
 
 def collect_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
