@@ -176,7 +176,7 @@ def test_report_matches_eval_json(sweep_dir):
         machine = json.loads((sweep_dir / r["dir"] / "run.json").read_text())["machine"]
         assert machine == machine_info(torch.device("cpu"))
         assert r["machine"] == f"{machine['cpu']} {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, numpy {np.__version__}"
-    assert "machines**" not in (sweep_dir / "results.md").read_text()  # one machine: nothing to warn about
+    assert "same machine**" not in (sweep_dir / "results.md").read_text()  # one machine: nothing to warn about
 
 
 def test_report_subcommand_rebuilds_the_report(sweep_dir, capsys, monkeypatch):
@@ -445,7 +445,7 @@ def test_archived_records_rebuild_the_report_and_outlive_the_sweep_directory(swe
     assert sorted(rows) == sorted((a, str(s)) for a in ALGOS for s in SEEDS)  # bc-all's runs kept from the first machine
     assert rows[("bc-safe", "0")] == 0.123  # a run in both takes the newer sweep directory's record
     # the report says its runs come from two kinds of processor, and how many from each
-    assert f"**The runs come from 2 machines** (3 on {here}; 1 on Other CPU AVX512, torch {info['machine']['torch']})" in (dest / "results.md").read_text()
+    assert f"**The runs do not all record the same machine** (3 on {here}; 1 on Other CPU AVX512, torch {info['machine']['torch']})" in (dest / "results.md").read_text()
     # restored into an empty directory, every archived run counts as done: a rerun trains nothing
     restored = tmp_path / "restored"
     shutil.copytree(dest, restored)

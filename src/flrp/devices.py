@@ -55,4 +55,3 @@ def machine_info(device: torch.device) -> dict[str, str]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-

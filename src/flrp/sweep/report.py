@@ -106,7 +106,7 @@ class RunRecord:
         safe: the run's own verdict (its mean normalized cost <= 1).
         core_min, wall_min: CPU minutes (user + system, evaluation workers included) and wall
             minutes of training plus evaluation, from the run's ``timing.json`` (NaN without one).
-        machine: the processor (or GPU) and torch build the run was last trained on, from
+        machine: the processor (or GPU), torch and numpy builds the run was last trained on, from
             ``run.json`` (:func:`flrp.devices.machine_info`); ``""`` for a run that predates the record.
         ep_norm_reward, ep_norm_cost: per-episode normalized scores (for the intervals; not in
             ``results.csv``); empty if the task's constants are unknown.
@@ -365,7 +365,8 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
         machines[rec.machine or "not recorded"] = machines.get(rec.machine or "not recorded", 0) + 1
     if len(machines) > 1:  # the same seed gives other numbers on another kind of processor
         where = "; ".join(f"{n} on {m}" for m, n in machines.items())
-        intro += f" **The runs come from {len(machines)} machines** ({where}): a seed's numbers differ between kinds of processor, so read seeds from different machines as different draws."
+        intro += (f" **The runs do not all record the same machine** ({where}): a seed's numbers differ between kinds of processor"
+                  " (and between numpy builds), so read seeds from different machines as different draws.")
     lines = [
         "# Sweep results",
         "",
