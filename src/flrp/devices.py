@@ -7,6 +7,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flrp.errors import FlrpError
@@ -49,8 +50,6 @@ def machine_info(device: torch.device) -> dict[str, str]:
     instructions torch's CPU kernels use on it (e.g. AVX2 vs AVX512 give different numbers from
     the same seed), the torch and numpy builds (the simulators' observations and rewards go
     through numpy's float64 kernels) and, on a GPU, the GPU's name."""
-    import numpy as np
-
     info = {"cpu": _cpu_name(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "torch": torch.__version__, "numpy": np.__version__, "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -360,9 +361,7 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
         "**Bold**: the best reward among the safe algorithms of a task. "
         "Core-min: CPU minutes per run, training plus evaluation (`timing.json`; — where a run has none)."
     )
-    machines: dict[str, int] = {}
-    for rec in evaluated:
-        machines[rec.machine or "not recorded"] = machines.get(rec.machine or "not recorded", 0) + 1
+    machines = Counter(rec.machine or "not recorded" for rec in evaluated)  # in first-appearance order
     if len(machines) > 1:  # the same seed gives other numbers on another kind of processor
         where = "; ".join(f"{n} on {m}" for m, n in machines.items())
         intro += (f" **The runs do not all record the same machine** ({where}): a seed's numbers differ between kinds of processor"
