@@ -240,3 +240,20 @@ def test_help_documents_each_range(capsys):
     for expected in ("--gamma GAMMA (default: 0.99; in (0, 1))", "--latent-dim LATENT_DIM (default: None; >= 2)",
                      "--batch-size BATCH_SIZE (default: 512; positive)", "(default 500; positive)"):
         assert expected in text, expected
+
+
+def test_machine_record_reads_model_and_kernel_flags(tmp_path, monkeypatch):
+    """run.json's machine record: the first processor's model name and, of its flags, only those
+    that select numerical kernels (fma picks glibc's sin/cos variants; avx2/avx512f numpy's and torch's)."""
+    import flrp.devices as devices
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 sse4_2 fma ht avx512f\n\n"
+                       "processor\t: 1\nmodel name\t: Other CPU\nflags\t\t: fpu\n")
+    monkeypatch.setattr(devices, "Path", lambda _: cpuinfo)
+    info = devices.machine_info(torch.device("cpu"))
+    assert info["cpu"] == "Test CPU 9000"
+    assert info["cpu_flags"] == "sse4_2 fma avx2 avx512f"  # in a fixed order, whatever /proc/cpuinfo's
+    assert info["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability()) and info["device"] == "cpu"
+    monkeypatch.setattr(devices, "Path", lambda _: tmp_path / "absent")
+    assert devices.machine_info(torch.device("cpu"))["cpu_flags"] == ""  # no /proc/cpuinfo: no flags, no error

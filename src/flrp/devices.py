@@ -34,23 +34,40 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _cpu_name() -> str:
-    """The processor's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+# The instruction-set flags that pick numerical kernels at run time: glibc's libm takes FMA
+# variants of sin/cos/exp when ``fma`` is there, numpy and torch dispatch on AVX2/AVX512.
+_KERNEL_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def _cpuinfo() -> tuple[str, str]:
+    """The processor's model name and its kernel-selecting flags (:data:`_KERNEL_FLAGS`, space-
+    separated) from ``/proc/cpuinfo`` on Linux; elsewhere what :mod:`platform` knows and ``""``."""
+    name, flags = "", ""
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                have = set(value.split())
+                flags = " ".join(f for f in _KERNEL_FLAGS if f in have)
+            if name and flags:
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return name or platform.processor() or platform.machine() or "unknown", flags
 
 
 def machine_info(device: torch.device) -> dict[str, str]:
-    """What decides a run's float rounding, for ``run.json``: the processor, the vector
-    instructions torch's CPU kernels use on it (e.g. AVX2 vs AVX512 give different numbers from
-    the same seed), the torch and numpy builds (the simulators' observations and rewards go
-    through numpy's float64 kernels) and, on a GPU, the GPU's name."""
-    info = {"cpu": _cpu_name(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "torch": torch.__version__, "numpy": np.__version__, "device": str(device)}
+    """What decides a run's float rounding, for ``run.json``: the processor and its
+    kernel-selecting instruction flags, the vector instructions torch's CPU kernels use on it,
+    the torch and numpy builds (the simulators' observations and rewards go through numpy's
+    float64 kernels) and, on a GPU, the GPU's name. Two processors with the same torch
+    capability need not agree (this project's second and fourth machines both report AVX512 and
+    give different numbers from the same seed), hence the flags."""
+    cpu, flags = _cpuinfo()
+    info = {"cpu": cpu, "cpu_flags": flags, "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "torch": torch.__version__, "numpy": np.__version__, "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
