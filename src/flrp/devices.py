@@ -46,9 +46,10 @@ def _cpuinfo() -> tuple[str, str]:
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and not name:
+            key = key.strip()
+            if key == "model name" and not name:
                 name = value.strip()
-            elif key.strip() == "flags" and not flags:
+            elif key == "flags" and not flags:
                 have = set(value.split())
                 flags = " ".join(f for f in _KERNEL_FLAGS if f in have)
             if name and flags:
