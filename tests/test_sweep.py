@@ -360,7 +360,9 @@ def test_table_marks_safe_entries_and_bolds_the_best_safe_reward(tmp_path):
         ["ToyHazard", "c", "2/3", "0.50 ± 0.00", "0.10 ± 0.10", "safe", "—"],
     ]
     md = paths["md"].read_text()
-    assert "| ToyHazard | 0.90 | 1.40 ✗ | **0.70** | 0.95 † | 0.50 | 0.10 |" in md
+    # the paper's layout: one cell per algorithm, reward / cost with its marks; c has 2 of 3 seeds
+    assert "| task | a | b | c |" in md
+    assert "| ToyHazard | 0.90 / 1.40 ✗ | **0.70** / 0.95 † | 0.50 / 0.10 (2/3) |" in md
     assert "`c/toy/seed2`: not started" in md
     groups = summarize(collect_runs(tmp_path))
     assert [g.best for g in groups] == [False, True, False]

@@ -347,6 +347,22 @@ def _cell(text: str) -> str:
     return text.replace("|", "/")
 
 
+_TABLE1_LEGEND = (
+    "Each cell: normalized reward ↑ / normalized cost ↓, mean over seeds; ✗ an unsafe entry (cost > 1), "
+    "† safe on average with an unsafe seed, (n/m) n of the m expected seeds; **bold**: the best reward among a task's safe entries."
+)
+
+
+def _table1_cell(g: GroupSummary | None) -> str:
+    """One task × algorithm cell of the paper's layout: ``reward / cost`` with its marks."""
+    if g is None or g.seeds == 0:
+        return "—"
+    reward = f"{g.reward_mean:.2f}"
+    text = (f"**{reward}**" if g.best else reward) + f" / {g.cost_mean:.2f}"
+    text += " ✗" if not g.safe else " †" if g.unsafe_seeds else ""
+    return text + ("" if g.seeds == g.expected else f" ({g.seeds}/{g.expected})")
+
+
 def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord], root: str = "", stats: Statistics | None = None, note: str = "") -> str:
     """The summary as markdown: the tidy Table 1 (one row per task × algorithm), the same numbers
     in the paper's wide layout, the statistics (``stats``, else ``note``), and the runs that have
@@ -386,19 +402,11 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
     tasks = list(dict.fromkeys(g.task for g in groups))
     algos = list(dict.fromkeys(g.label for g in groups))
     by = {(g.task, g.label): g for g in groups}
-    lines += ["", "## Table 1 layout", "", "r: normalized reward ↑, c: normalized cost ↓; ✗ marks an unsafe entry (c > 1), † a safe entry with an unsafe seed.", ""]
-    lines.append("| task | " + " | ".join(f"{_cell(a)} r ↑ | {_cell(a)} c ↓" for a in algos) + " |")
-    lines.append("|---|" + "---|---|" * len(algos))
+    lines += ["", "## Table 1 layout", "", _TABLE1_LEGEND, ""]
+    lines.append("| task | " + " | ".join(_cell(a) for a in algos) + " |")
+    lines.append("|---|" + "---|" * len(algos))
     for t in tasks:
-        row = [_cell(t)]
-        for a in algos:
-            cell = by.get((t, a))
-            if cell is None or cell.seeds == 0:
-                row += ["—", "—"]
-                continue
-            r = f"{cell.reward_mean:.2f}"
-            row += [f"**{r}**" if cell.best else r, f"{cell.cost_mean:.2f}" + (" ✗" if not cell.safe else " †" if cell.unsafe_seeds else "")]
-        lines.append("| " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join([_cell(t)] + [_table1_cell(by.get((t, a))) for a in algos]) + " |")
 
     if stats is not None:
         lines += _stats_markdown(stats)

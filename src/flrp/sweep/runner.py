@@ -28,7 +28,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from flrp.errors import FlrpError
 from flrp.sweep.spec import (
@@ -157,6 +157,7 @@ def run_sweep(
     gpus_per_run: float = 0.0,
     progress: bool = True,
     report: bool = True,
+    jobs: Mapping[RunSpec, TrainJob] | None = None,
 ) -> SweepResult:
     """Run every spec not yet done as one Ray task, then rebuild the report.
 
@@ -171,6 +172,8 @@ def run_sweep(
             Ray points each run at its GPU (``CUDA_VISIBLE_DEVICES``) and ``--device auto`` uses it.
         progress: show a progress bar over runs (stderr).
         report: write ``results.{md,csv,png}`` afterwards.
+        jobs: the specs' jobs from :func:`prepare_jobs` with the same ``out`` and ``settings``
+            (the CLI has built them to check the flags); built here when ``None``.
 
     Returns:
         Counts and failures. A failed run does not stop the others.
@@ -184,7 +187,7 @@ def run_sweep(
     specs = list(dict.fromkeys(specs))
     if not specs:
         raise FlrpError("the sweep has no runs")
-    jobs = prepare_jobs(specs, root, settings)
+    jobs = prepare_jobs(specs, root, settings) if jobs is None else jobs
     ray = _import_ray(local=address is None)
     todo = [s for s in specs if run_status(root / s.rel_dir, settings.episodes) != "done"]
     result = SweepResult(out=root, total=len(specs), skipped=len(specs) - len(todo))
@@ -333,7 +336,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         counts = ", ".join(f"{status.count(k)} {v}" for k, v in names.items() if status.count(k))
         where = f"Ray cluster at {ns.address}" if ns.address else f"local Ray, {ns.num_cpus or os.cpu_count() or 1} CPUs"
         print(f"flrp: sweep: {len(specs)} runs ({counts}) -> {out} ({where}; per-run logs in <run>/{LOG_NAME})")
-        res = run_sweep(specs, out, settings, address=ns.address, num_cpus=ns.num_cpus, gpus_per_run=ns.gpus_per_run, progress=not ns.quiet)
+        res = run_sweep(specs, out, settings, address=ns.address, num_cpus=ns.num_cpus, gpus_per_run=ns.gpus_per_run, progress=not ns.quiet, jobs=jobs)
         print(f"flrp: sweep: {res.completed} run(s) finished, {res.skipped} already done, {len(res.failed)} failed")
         if res.report:
             print(_report_lines(res.report))
