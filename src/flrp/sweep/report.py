@@ -365,7 +365,7 @@ def _table1_cell(g: GroupSummary | None) -> str:
 
 def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord], root: str = "", stats: Statistics | None = None, note: str = "") -> str:
     """The summary as markdown: the tidy Table 1 (one row per task × algorithm), the same numbers
-    in the paper's wide layout, the statistics (``stats``, else ``note``), and the runs that have
+    in the paper's layout (tasks × algorithms, one 'reward / cost' cell each), the statistics (``stats``, else ``note``), and the runs that have
     no result yet."""
     evaluated = [r for r in records if r.evaluated]
     limits = sorted({r.cost_limit for r in evaluated})
