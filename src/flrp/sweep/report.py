@@ -353,6 +353,11 @@ _TABLE1_LEGEND = (
 )
 
 
+def _seeds_text(g: GroupSummary) -> str:
+    """``n`` when all expected seeds are evaluated, else ``n/m``."""
+    return str(g.seeds) if g.seeds == g.expected else f"{g.seeds}/{g.expected}"
+
+
 def _table1_cell(g: GroupSummary | None) -> str:
     """One task × algorithm cell of the paper's layout: ``reward / cost`` with its marks."""
     if g is None or g.seeds == 0:
@@ -360,13 +365,13 @@ def _table1_cell(g: GroupSummary | None) -> str:
     reward = f"{g.reward_mean:.2f}"
     text = (f"**{reward}**" if g.best else reward) + f" / {g.cost_mean:.2f}"
     text += " ✗" if not g.safe else " †" if g.unsafe_seeds else ""
-    return text + ("" if g.seeds == g.expected else f" ({g.seeds}/{g.expected})")
+    return text + ("" if g.seeds == g.expected else f" ({_seeds_text(g)})")
 
 
 def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord], root: str = "", stats: Statistics | None = None, note: str = "") -> str:
     """The summary as markdown: the tidy Table 1 (one row per task × algorithm), the same numbers
-    in the paper's layout (tasks × algorithms, one 'reward / cost' cell each), the statistics (``stats``, else ``note``), and the runs that have
-    no result yet."""
+    in the paper's layout (tasks × algorithms, one 'reward / cost' cell each), the statistics
+    (``stats``, else ``note``), and the runs that have no result yet."""
     evaluated = [r for r in records if r.evaluated]
     limits = sorted({r.cost_limit for r in evaluated})
     limit_txt = ", ".join(f"{x:g}" for x in limits) if limits else "—"
@@ -394,10 +399,9 @@ def results_markdown(groups: Sequence[GroupSummary], records: Sequence[RunRecord
         reward = _pm(g.reward_mean, g.reward_std)
         if g.best:
             reward = f"**{reward}**"
-        seeds = str(g.seeds) if g.seeds == g.expected else f"{g.seeds}/{g.expected}"
         verdict = "—" if g.safe is None else ("unsafe" if not g.safe else "safe" if not g.unsafe_seeds else f"safe ({g.unsafe_seeds} of {g.seeds} seeds unsafe)")
         minutes = "—" if math.isnan(g.core_min) else f"{g.core_min:.0f}"
-        lines.append(f"| {_cell(g.task)} | {_cell(g.label)} | {seeds} | {reward} | {_pm(g.cost_mean, g.cost_std)} | {verdict} | {minutes} |")
+        lines.append(f"| {_cell(g.task)} | {_cell(g.label)} | {_seeds_text(g)} | {reward} | {_pm(g.cost_mean, g.cost_std)} | {verdict} | {minutes} |")
 
     tasks = list(dict.fromkeys(g.task for g in groups))
     algos = list(dict.fromkeys(g.label for g in groups))
